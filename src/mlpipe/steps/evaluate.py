@@ -1,0 +1,37 @@
+"""Step 4, test: metrics of a model's answers on the held-out test split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def classification_metrics(y_true: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy; precision, recall and F1 macro-averaged and per class; ROC AUC from the positive-class
+    probability (left out when the test split holds one class only)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+
+    p, r, f, _ = precision_recall_fscore_support(y_true, labels, labels=[0, 1], zero_division=0)
+    out = {
+        "accuracy": accuracy_score(y_true, labels),
+        "precision": p.mean(), "recall": r.mean(), "f1": f.mean(),
+        **{f"precision_{c}": p[c] for c in (0, 1)},
+        **{f"recall_{c}": r[c] for c in (0, 1)},
+        **{f"f1_{c}": f[c] for c in (0, 1)},
+    }
+    if len(np.unique(y_true)) == 2:
+        out["roc_auc"] = roc_auc_score(y_true, proba)
+    return {k: float(v) for k, v in out.items()}
+
+
+def confusion(y_true: np.ndarray, labels: np.ndarray) -> list[list[int]]:
+    """[[true negatives, false positives], [false negatives, true positives]]."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, labels, labels=[0, 1]).tolist()
+
+
+def margins(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """How far each headline metric is above the persistence baseline's."""
+    return {f"{k}_over_baseline": metrics[k] - baseline[k] for k in METRIC_KEYS if k in metrics and k in baseline}

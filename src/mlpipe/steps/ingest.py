@@ -1,0 +1,212 @@
+"""Step 1, ingest: validate and clean raw rows, label them by timestamp, split them by time."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.config import Config, TargetConfig
+from mlpipe.errors import DataError
+
+LABEL = "label"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass
+class IngestReport:
+    """What validation found and did; logged to MLflow and shown in the run's log."""
+
+    rows_read: int = 0
+    missing_timestamps_dropped: int = 0
+    exact_duplicates_dropped: int = 0
+    conflicting_timestamps: int = 0
+    conflicting_rows_dropped: int = 0
+    backward_time_jumps: int = 0
+    impossible_values: dict[str, int] = field(default_factory=dict)
+    missing_values: dict[str, int] = field(default_factory=dict)
+    unlabelled_dropped: int = 0
+    rows_labelled: int = 0
+    positive_rate: float = 0.0
+    embargo_dropped: int = 0
+    train_rows: int = 0
+    test_rows: int = 0
+    train_range: tuple[str, str] = ("", "")
+    test_range: tuple[str, str] = ("", "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    processed: pd.DataFrame
+    train: pd.DataFrame
+    test: pd.DataFrame
+    report: IngestReport
+
+
+def ingest(raw: pd.DataFrame, config: Config, source: str) -> Ingested:
+    """Validate, clean, label and split ``raw`` as ``config`` says; ``source`` names it in errors."""
+    report = IngestReport(rows_read=len(raw))
+    df = validate(raw, config, source)
+    df = clean(df, config, report)
+    df = add_label(df, config, report)
+    if df.empty:
+        raise DataError(f"{source}: no row has an observation {config.target.horizon} later to label it")
+    train, test = split_by_time(df, config, report)
+    check_trainable(train, test, config, source)
+    return Ingested(processed=df, train=train, test=test, report=report)
+
+
+def validate(raw: pd.DataFrame, config: Config, source: str) -> pd.DataFrame:
+    """Check that the configured columns exist and have usable types; return just those columns."""
+    if raw.empty:
+        raise DataError(f"{source}: has a header but no data rows" if len(raw.columns) else f"{source}: file is empty")
+    data, target = config.data, config.target
+    columns = _columns(config)
+    for col in columns:
+        if col not in raw.columns:
+            raise DataError(f"{source}: missing column {col!r} (columns found: {', '.join(map(str, raw.columns[:12]))})")
+    for col in config.data.ranges:
+        if col not in raw.columns:
+            raise DataError(f"{source}: column {col!r} named in data.ranges does not exist")
+    df = raw[columns].copy()
+    df[data.timestamp] = _parse_timestamps(df[data.timestamp], source, data.timestamp)
+    for col in data.features:
+        df[col] = _numeric(df[col], source, col)
+    if target.above is not None and target.column not in data.features:
+        df[target.column] = _numeric(df[target.column], source, target.column)
+    if data.group is not None:
+        df[data.group] = df[data.group].astype("string").fillna("").astype(str)
+    return df
+
+
+def _columns(config: Config) -> list[str]:
+    data = config.data
+    cols = [data.timestamp] + ([data.group] if data.group else []) + list(data.features)
+    return cols + ([config.target.column] if config.target.column not in cols else [])
+
+
+def _parse_timestamps(col: pd.Series, source: str, name: str) -> pd.Series:
+    present = col.notna()
+    try:
+        parsed = pd.to_datetime(col, utc=True, format="ISO8601", errors="coerce")
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{source}: column {name!r}: timestamps do not parse: {e}") from None
+    bad = present & parsed.isna()
+    if bad.any():
+        first = col[bad].iloc[0]
+        raise DataError(f"{source}: column {name!r}: {int(bad.sum())} timestamps do not parse (first: {first!r})")
+    return parsed
+
+
+def _numeric(col: pd.Series, source: str, name: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        return col.astype("float64")
+    converted = pd.to_numeric(col, errors="coerce")
+    bad = col.notna() & converted.isna() & (col.astype(str).str.strip() != "")
+    if bad.any():
+        raise DataError(f"{source}: column {name!r} is not numeric (first bad value: {col[bad].iloc[0]!r})")
+    return converted.astype("float64")
+
+
+def clean(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFrame:
+    """Impossible values -> missing; drop exact duplicates and conflicting duplicate timestamps; sort by time."""
+    data = config.data
+    ts, keys = data.timestamp, _keys(config)
+    missing_ts = df[ts].isna()
+    report.missing_timestamps_dropped = int(missing_ts.sum())
+    df = df[~missing_ts]
+    numeric = [c for c in df.columns if c not in keys and pd.api.types.is_float_dtype(df[c])]
+    for col in numeric:
+        lo, hi = data.ranges.get(col, (-_FLOAT32_MAX, _FLOAT32_MAX))
+        impossible = df[col].notna() & ~df[col].between(lo, hi)
+        if impossible.any():
+            report.impossible_values[col] = int(impossible.sum())
+            df.loc[impossible, col] = np.nan
+    report.backward_time_jumps = _backward_jumps(df, config)  # in file order, before anything is dropped
+    exact = df.duplicated()
+    report.exact_duplicates_dropped = int(exact.sum())
+    df = df[~exact]
+    conflicting = df.duplicated(subset=keys, keep=False)
+    report.conflicting_rows_dropped = int(conflicting.sum())
+    report.conflicting_timestamps = int(df[conflicting].drop_duplicates(subset=keys).shape[0])
+    df = df[~conflicting]
+    df = df.sort_values([ts] + keys[1:], kind="stable").reset_index(drop=True)
+    report.missing_values = {c: int(n) for c, n in df[data.features].isna().sum().items() if n}
+    return df
+
+
+def _keys(config: Config) -> list[str]:
+    return [config.data.timestamp] + ([config.data.group] if config.data.group else [])
+
+
+def _backward_jumps(df: pd.DataFrame, config: Config) -> int:
+    ts = df[config.data.timestamp]
+    steps = ts.groupby(df[config.data.group]).diff() if config.data.group else ts.diff()
+    return int((steps < pd.Timedelta(0)).sum())
+
+
+def is_positive(values: pd.Series, target: TargetConfig) -> pd.Series:
+    """The target condition as booleans (missing values count as not positive)."""
+    if target.above is not None:
+        return values > target.above
+    return values.isin(target.positive)
+
+
+def add_label(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFrame:
+    """``label`` = the target condition of the same group exactly ``horizon`` later, matched by timestamp."""
+    target, ts = config.target, config.data.timestamp
+    keys = _keys(config)
+    future = df[keys + [target.column]].rename(columns={target.column: "_future"})
+    future[ts] = future[ts] - pd.Timedelta(seconds=target.horizon_seconds)
+    out = df.merge(future, on=keys, how="left", validate="one_to_one")
+    labelled = out["_future"].notna()
+    report.unlabelled_dropped = int((~labelled).sum())
+    out = out[labelled].copy()
+    out[LABEL] = is_positive(out["_future"], target).astype("int64")
+    out = out.drop(columns="_future").reset_index(drop=True)
+    report.rows_labelled = len(out)
+    report.positive_rate = float(out[LABEL].mean()) if len(out) else 0.0
+    return out
+
+
+def split_by_time(df: pd.DataFrame, config: Config, report: IngestReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test = the last ``test_fraction`` of distinct timestamps. Train rows whose label lies in the test
+    period (``t + horizon >= test start``) are dropped, so no test-period observation reaches training."""
+    ts = df[config.data.timestamp]
+    times = np.sort(ts.unique())
+    n_test = max(1, math.ceil(config.split.test_fraction * len(times)))
+    if n_test >= len(times):
+        raise DataError(f"too few distinct timestamps ({len(times)}) to split off a test set")
+    test_start = times[-n_test]
+    horizon = pd.Timedelta(seconds=config.target.horizon_seconds)
+    is_test = ts >= test_start
+    embargo = ~is_test & (ts + horizon >= test_start)
+    train, test = df[~is_test & ~embargo].reset_index(drop=True), df[is_test].reset_index(drop=True)
+    report.embargo_dropped = int(embargo.sum())
+    report.train_rows, report.test_rows = len(train), len(test)
+    report.train_range = _range(train, config)
+    report.test_range = _range(test, config)
+    return train, test
+
+
+def _range(df: pd.DataFrame, config: Config) -> tuple[str, str]:
+    ts = df[config.data.timestamp]
+    return (str(ts.min()), str(ts.max())) if len(df) else ("", "")
+
+
+def check_trainable(train: pd.DataFrame, test: pd.DataFrame, config: Config, source: str) -> None:
+    """Refuse data that cannot train and test a classifier, with the reason."""
+    min_rows = 10 * (config.split.cv_folds + 1)
+    if len(train) < min_rows:
+        raise DataError(f"{source}: too few rows to split: {len(train)} training rows, need at least {min_rows}")
+    if train[LABEL].nunique() < 2:
+        raise DataError(f"{source}: all training rows are one class (label {int(train[LABEL].iloc[0])}); "
+                        f"column {config.target.column!r} never changes class under the target rule")
+    for col in config.data.features:
+        if train[col].isna().all():
+            raise DataError(f"{source}: column {col!r} has no valid value in the training split")

@@ -1,0 +1,139 @@
+"""Step 5, package: each model -- imputer, scaler and estimator -- as one ONNX graph, checked against
+scikit-learn with onnxruntime before anything is registered."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlpipe.config import Config
+from mlpipe.errors import ParityError
+from mlpipe.steps.evaluate import classification_metrics
+from mlpipe.steps.train import Trained
+
+INPUT = "input"
+OUTPUTS = ("label", "probabilities")
+OPSET = 17
+MIN_AGREEMENT = 0.999
+METRIC_TOLERANCE = 5e-4
+PROBA_TOLERANCE = 1e-4
+PARITY_METRICS = ("accuracy", "precision", "recall", "f1", "precision_0", "precision_1", "recall_0", "recall_1",
+                  "f1_0", "f1_1")
+"""Checked to 3 decimals. ROC AUC is not: float32 probabilities tie where float64 ones do not, which moves a
+rank statistic while every probability stays within ``PROBA_TOLERANCE``; those are checked instead."""
+
+
+def to_onnx(trained: Trained, config: Config) -> bytes | None:
+    """The ONNX graph of a trained model: float32 input ``[N, len(features)]``, outputs label (int64 ``[N]``)
+    and probabilities (float32 ``[N, 2]``). None for a baseline whose target is not a numeric feature."""
+    if trained.kind == "baseline":
+        model = _persistence_graph(config)
+    else:
+        model = _sklearn_graph(trained.model, len(config.data.features))
+    if model is None:
+        return None
+    _describe(model, trained.kind, config)
+    return model.SerializeToString()
+
+
+def _sklearn_graph(pipeline, n_features: int):
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    estimator = pipeline.steps[-1][1]
+    return convert_sklearn(
+        pipeline,
+        initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+        options={id(estimator): {"zipmap": False}},
+        target_opset={"": OPSET, "ai.onnx.ml": 3},
+    )
+
+
+def _persistence_graph(config: Config):
+    """"Later = now" as a graph: the target feature's own condition, as label and 0/1 probabilities."""
+    from onnx import TensorProto, helper
+
+    target, features = config.target, list(config.data.features)
+    if target.column not in features:
+        return None
+    values = [target.above] if target.above is not None else target.positive
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    const = lambda name, arr: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
+        name, TensorProto.FLOAT if arr.dtype == np.float32 else TensorProto.INT64, arr.shape, arr.ravel().tolist()))
+    nodes = [
+        const("col_index", np.array([features.index(target.column)], dtype=np.int64)),
+        helper.make_node("Gather", [INPUT, "col_index"], ["current"], axis=1),
+        const("values", np.array(values, dtype=np.float32)),
+        const("one", np.array([1.0], dtype=np.float32)),
+        const("flat", np.array([-1], dtype=np.int64)),
+    ]
+    if target.above is not None:
+        nodes.append(helper.make_node("Greater", ["current", "values"], ["hit"]))
+    else:  # current == any of the positive values
+        nodes += [helper.make_node("Equal", ["current", "values"], ["each"]),
+                  helper.make_node("Cast", ["each"], ["each_f"], to=TensorProto.FLOAT),
+                  helper.make_node("ReduceMax", ["each_f"], ["any_f"], keepdims=1, axes=[1]),
+                  helper.make_node("Cast", ["any_f"], ["hit"], to=TensorProto.BOOL)]
+    nodes += [
+        helper.make_node("Cast", ["hit"], ["p1"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "p1"], ["p0"]),
+        helper.make_node("Concat", ["p0", "p1"], [OUTPUTS[1]], axis=1),
+        helper.make_node("Cast", ["hit"], ["label_2d"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["label_2d", "flat"], [OUTPUTS[0]]),
+    ]
+    graph = helper.make_graph(
+        nodes, "persistence",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, len(features)])],
+        [helper.make_tensor_value_info(OUTPUTS[0], TensorProto.INT64, [None]),
+         helper.make_tensor_value_info(OUTPUTS[1], TensorProto.FLOAT, [None, 2])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mlpipe")
+
+
+def _describe(model, kind: str, config: Config) -> None:
+    """Saved models describe themselves: the feature order and the model kind travel inside the file."""
+    from onnx import helper
+
+    helper.set_model_props(model, {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.data.features)})
+
+
+def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and positive-class probabilities from onnxruntime."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    labels, proba = session.run(list(OUTPUTS), {INPUT: X.astype(np.float32, copy=False)})
+    return labels, proba[:, 1]
+
+
+@dataclass(frozen=True)
+class Parity:
+    agreement: float
+    max_proba_gap: float
+    metrics: dict[str, float]
+    """The test metrics as computed from the ONNX model's own answers."""
+
+
+def check_parity(kind: str, onnx_bytes: bytes, X: np.ndarray, y: np.ndarray, sk_labels: np.ndarray,
+                 sk_proba: np.ndarray, sk_metrics: dict[str, float]) -> Parity:
+    """Refuse an ONNX model whose labels agree with scikit-learn's on fewer than 99.9% of test rows, whose
+    threshold metrics differ beyond rounding at 3 decimals, or whose probabilities differ by more than 1e-4."""
+    labels, proba = predict_onnx(onnx_bytes, X)
+    agreement = float(np.mean(labels == sk_labels))
+    if agreement < MIN_AGREEMENT:
+        raise ParityError(f"{kind}: ONNX labels agree with scikit-learn on only {agreement:.4%} of test rows "
+                          f"(need {MIN_AGREEMENT:.1%}); nothing was registered")
+    gap = float(np.max(np.abs(proba - sk_proba))) if len(proba) else 0.0
+    if gap > PROBA_TOLERANCE:
+        raise ParityError(f"{kind}: ONNX probabilities differ from scikit-learn's by up to {gap:.2e} "
+                          f"(allowed {PROBA_TOLERANCE:.0e}); nothing was registered")
+    metrics = classification_metrics(y, labels, proba)
+    for key in PARITY_METRICS:
+        value = sk_metrics[key]
+        if abs(metrics[key] - value) > METRIC_TOLERANCE:
+            raise ParityError(f"{kind}: ONNX test {key} {metrics.get(key)} differs from scikit-learn's {value:.4f}; "
+                              f"nothing was registered")
+    return Parity(agreement, gap, metrics)
