@@ -18,11 +18,13 @@ OUTPUTS = ("label", "probabilities")
 OPSET = 17
 MIN_AGREEMENT = 0.999
 METRIC_TOLERANCE = 5e-4
-PROBA_TOLERANCE = 1e-4
+PROBA_TOLERANCE = 1e-2
 PARITY_METRICS = ("accuracy", "precision", "recall", "f1", "precision_0", "precision_1", "recall_0", "recall_1",
                   "f1_0", "f1_1")
 """Checked to 3 decimals. ROC AUC is not: float32 probabilities tie where float64 ones do not, which moves a
-rank statistic while every probability stays within ``PROBA_TOLERANCE``; those are checked instead."""
+rank statistic, and onnxruntime's SVM sums its kernel terms in float32 (gaps up to ~3e-4 for a linear SVC with
+C=10). Probabilities are checked within ``PROBA_TOLERANCE`` instead: far above float32 noise, far below what a
+wrong scaler or feature order does (gaps of 0.1 and more)."""
 
 
 def to_onnx(trained: Trained, config: Config) -> bytes | None:

@@ -1,0 +1,72 @@
+import numpy as np
+import onnx
+import pytest
+
+from mlpipe.config import Config
+from mlpipe.errors import ParityError
+from mlpipe.steps import package
+from mlpipe.steps.evaluate import classification_metrics
+from mlpipe.steps.features import make_pipeline
+from mlpipe.steps.train import Trained, train_baseline
+
+
+def config(target: dict) -> Config:
+    return Config.model_validate({"data": {"timestamp": "t", "features": ["a", "rain", "b"]},
+                                  "target": {"column": "rain", **target}})
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 3)) * [1.0, 1.0, 300.0] + [0.0, 0.0, 1000.0]
+    y = ((X[:, 0] + X[:, 1] > 0.5) ^ (rng.random(2000) < 0.1)).astype(int)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("estimator", ["random_forest", "svm"])
+def test_onnx_graph_matches_scikit_learn(data, estimator):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.svm import SVC
+
+    X, y = data
+    est = RandomForestClassifier(n_estimators=30, max_depth=10, random_state=0) if estimator == "random_forest" \
+        else SVC(probability=True, random_state=0)
+    pipeline = make_pipeline(est).fit(X[:1500], y[:1500])
+    onnx_bytes = package.to_onnx(Trained(estimator, pipeline, {}, None, 0.0), config({"above": 0.0}))
+    model = onnx.load_from_string(onnx_bytes)
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["label", "probabilities"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 3  # the feature count, not 1 or 4
+    labels, proba = package.predict_onnx(onnx_bytes, X[1500:])
+    assert labels.dtype == np.int64 and proba.dtype == np.float32
+    sk_labels, sk_proba = pipeline.predict(X[1500:]), pipeline.predict_proba(X[1500:])[:, 1]
+    parity = package.check_parity(estimator, onnx_bytes, X[1500:], y[1500:], sk_labels, sk_proba,
+                                  classification_metrics(y[1500:], sk_labels, sk_proba))
+    assert parity.agreement >= 0.999
+
+
+@pytest.mark.parametrize("target", [{"above": 0.0}, {"positive": [1, 3]}], ids=["above", "positive"])
+def test_persistence_graph_is_later_equals_now(target):
+    cfg = config(target)
+    X = np.array([[0, 0.0, 1], [0, 1.0, 1], [0, 3.0, 1], [0, np.nan, 1], [0, 0.5, 1]], dtype=np.float32)
+    labels, proba = package.predict_onnx(package.to_onnx(train_baseline(cfg), cfg), X)
+    expected = [0, 1, 1, 0, 1] if "above" in target else [0, 1, 1, 0, 0]
+    assert labels.tolist() == expected
+    assert proba.tolist() == [float(v) for v in expected]
+
+
+def test_no_baseline_graph_when_the_target_is_not_a_feature():
+    cfg = Config.model_validate({"data": {"timestamp": "t", "features": ["a"]},
+                                 "target": {"column": "sky", "positive": ["rain"]}})
+    assert package.to_onnx(train_baseline(cfg), cfg) is None
+
+
+def test_parity_check_refuses_a_model_that_disagrees(data):
+    X, y = data
+    cfg = config({"above": 0.0})
+    onnx_bytes = package.to_onnx(train_baseline(cfg), cfg)
+    labels, proba = package.predict_onnx(onnx_bytes, X)
+    wrong = 1 - labels
+    with pytest.raises(ParityError, match="agree with scikit-learn on only"):
+        package.check_parity("baseline", onnx_bytes, X, y, wrong, proba, classification_metrics(y, wrong, proba))

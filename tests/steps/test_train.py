@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlpipe.config import Config
+from mlpipe.errors import ConfigError
+from mlpipe.steps.train import Persistence, time_folds, train_model
+
+
+def config(**models) -> Config:
+    return Config.model_validate({
+        "data": {"timestamp": "t", "features": ["x0", "x1"]},
+        "target": {"column": "x0", "above": 0.0, "horizon": "3h"},
+        "split": {"cv_folds": 3}, "models": models})
+
+
+def hourly(n: int, groups: int = 1) -> pd.Series:
+    t = pd.date_range("2021-01-01", periods=n, freq="h", tz="UTC")
+    return pd.Series(np.repeat(t, groups))
+
+
+def test_time_folds_validate_on_later_blocks_with_an_embargo():
+    ts = hourly(40, groups=2)  # two stations: rows of one hour must stay in the same fold
+    folds = time_folds(ts, 3, pd.Timedelta(hours=3))
+    assert len(folds) == 3
+    for train_idx, val_idx in folds:
+        assert ts[train_idx].max() + pd.Timedelta(hours=3) < ts[val_idx].min()
+        assert set(ts[val_idx]) & set(ts[train_idx]) == set()
+        assert len(val_idx) % 2 == 0  # both stations of each validation hour
+    assert [len(f[0]) for f in folds] == sorted(len(f[0]) for f in folds)  # forward chaining
+
+
+def test_persistence_predicts_the_current_condition():
+    model = Persistence(config().target)
+    df = pd.DataFrame({"x0": [0.0, 0.2, np.nan, 1.0]})
+    assert model.predict(df).tolist() == [0, 1, 0, 1]
+    assert model.predict_proba(df)[:, 1].tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_search_covers_the_grid_and_refits_the_best():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
+    trained = train_model("svm", X, y, hourly(300), config())
+    assert len(trained.cv_results) == 4  # kernel {linear, rbf} x C {1, 10}
+    best = trained.cv_results.loc[trained.cv_results["cv_f1_macro_mean"].idxmax()]
+    assert trained.params["kernel"] == best["kernel"] and trained.params["C"] == best["C"]
+    assert trained.model.named_steps["model"].probability is True
+    assert (trained.model.predict(X) == y).mean() > 0.8
+
+
+def test_unknown_hyperparameter_names_the_key():
+    X = np.zeros((60, 2), dtype=np.float32)
+    y = np.arange(60) % 2
+    with pytest.raises(ConfigError, match=r"models.random_forest.space.depth"):
+        train_model("random_forest", X, y, hourly(60), config(random_forest={"space": {"depth": [3]}}))
