@@ -70,7 +70,7 @@ def _print_run(result) -> None:
         v = m.metrics
         table.add_row(m.name, str(m.version or "-"), *(f"{v.get(k, float('nan')):.4f}" for k in
                                                         ("accuracy", "precision", "recall", "f1", "roc_auc")))
-    out = Console()
+    out = Console(width=None if sys.stdout.isatty() else 120)
     out.print(table)
     out.print(f"champion: {result.champion_reason}")
 
