@@ -159,25 +159,35 @@ def _print_mapping(d: dict) -> None:
         typer.echo(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
 
 
-def main() -> None:
-    import click
-
+def _click_exceptions():
+    """Click's exception classes as Typer raises them: typer >= 0.20 carries its own copy of click."""
     try:
-        app(standalone_mode=False)
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def main() -> None:
+    exc = _click_exceptions()
+    no_args = getattr(exc, "NoArgsIsHelpError", None) or getattr(exc, "NoArgsIsHelp", ())
+    try:
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
     except MlpipeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.NoArgsIsHelp as e:
+    except no_args as e:
         print(e.format_message(), file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.UsageError as e:
+    except exc.UsageError as e:
         print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("error: aborted", file=sys.stderr)
         sys.exit(1)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
