@@ -1,0 +1,119 @@
+"""What the report shows beyond the run's own numbers, measured again from what the run registered: each
+registered model's ONNX answers on the registered test split, permutation importance, and label balance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.steps.ingest import LABEL
+
+IMPORTANCE_ROWS = 2000
+"""Permutation importance uses at most this many test rows (a fixed random sample), so it stays quick."""
+IMPORTANCE_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class SplitBalance:
+    role: str
+    rows: int
+    positives: int
+    time_range: tuple[str, str]
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positives / self.rows if self.rows else float("nan")
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    """One registered model on the test split: its ONNX positive-class probabilities and feature importance."""
+
+    name: str
+    kind: str
+    y_true: np.ndarray
+    proba: np.ndarray
+    importance: pd.DataFrame
+    """Columns ``feature``, ``mean``, ``std``: the drop in test macro F1 when that feature is shuffled."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    splits: list[SplitBalance]
+    models: dict[str, ModelEvidence]
+    """By model name; only models that were packaged and registered."""
+    importance_rows: int
+
+
+class OnnxClassifier:
+    """A registered ONNX model behind the ``predict`` / ``predict_proba`` interface scikit-learn's tools use.
+    ``fit`` does nothing: the model was trained and checked before it was registered."""
+
+    def __init__(self, onnx: bytes):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # a shared 2-core machine; these inputs are small
+        self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+
+    def fit(self, X, y):  # noqa: ARG002 -- scikit-learn's scorers require the estimator interface
+        return self
+
+    def _run(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from mlpipe.steps.package import INPUT, OUTPUTS
+
+        labels, proba = self._session.run(list(OUTPUTS), {INPUT: np.asarray(X, dtype=np.float32)})
+        return labels, proba
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self._run(X)[0]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self._run(X)[1]
+
+
+def gather(result, features: list[str], workspace) -> Evidence:
+    """Load the run's registered train/test datasets and models and measure what the plots need."""
+    from mlpipe.models import load_model
+
+    train = workspace.datasets.load(_ref(result.datasets["train"]))
+    test = workspace.datasets.load(_ref(result.datasets["test"]))
+    r = result.ingest_report
+    splits = [SplitBalance("train", len(train), int(train[LABEL].sum()), tuple(r.train_range)),
+              SplitBalance("test", len(test), int(test[LABEL].sum()), tuple(r.test_range))]
+    X, y = test[features].to_numpy(dtype=np.float32), test[LABEL].to_numpy()
+    sample = _sample(len(y))
+    models = {}
+    for o in result.models:
+        if o.version is None:
+            continue
+        model = OnnxClassifier(load_model(workspace, f"{o.name}:{o.version}").onnx)
+        importance = permutation_importance(model, X[sample], y[sample], features)
+        models[o.name] = ModelEvidence(o.name, o.kind, y, model.predict_proba(X)[:, 1], importance)
+    return Evidence(splits, models, len(sample))
+
+
+def _ref(dataset) -> str:
+    return f"{dataset.name}:{dataset.version}"
+
+
+def _sample(n: int) -> np.ndarray:
+    if n <= IMPORTANCE_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, IMPORTANCE_ROWS, replace=False))
+
+
+def permutation_importance(model, X: np.ndarray, y: np.ndarray, features: list[str]) -> pd.DataFrame:
+    """How much test macro F1 drops when each feature's values are shuffled (largest first)."""
+    from sklearn import inspection
+    from sklearn.metrics import f1_score
+
+    def macro_f1(estimator, X_, y_):
+        return f1_score(y_, estimator.predict(X_), labels=[0, 1], average="macro", zero_division=0)
+
+    r = inspection.permutation_importance(model, X, y, scoring=macro_f1, n_repeats=IMPORTANCE_REPEATS,
+                                          random_state=0, n_jobs=1)
+    table = pd.DataFrame({"feature": features, "mean": r.importances_mean, "std": r.importances_std})
+    return table.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,169 @@
+"""The report as one self-contained HTML page: the run's numbers laid out by a Jinja2 template (autoescaped),
+every plot embedded as a base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+
+from mlpipe import provenance
+from mlpipe.report import plots
+from mlpipe.report.evidence import Evidence
+from mlpipe.steps.evaluate import METRIC_KEYS
+
+TEMPLATE = "report.html.j2"
+METRIC_LABELS = {"accuracy": "accuracy", "precision": "precision (macro)", "recall": "recall (macro)",
+                 "f1": "F1 (macro)", "roc_auc": "ROC AUC"}
+
+
+@dataclass(frozen=True)
+class Plot:
+    key: str
+    """Stable id, e.g. ``confusion:turku-svm``; the page carries it as ``data-plot``."""
+    title: str
+    caption: str
+    png: bytes
+
+    @property
+    def src(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def render(result, config, evidence: Evidence) -> str:
+    """The HTML page of one run."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    template = env.from_string(resources.files("mlpipe.report").joinpath(TEMPLATE).read_text(encoding="utf-8"))
+    return template.render(**context(result, config, evidence))
+
+
+def context(result, config, evidence: Evidence) -> dict:
+    champion = f"{result.champion.name}:{result.champion.version}" if result.champion else None
+    return {
+        "run_id": result.run_id, "prefix": config.registry.model_prefix, "source": config.data.source,
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": result.duration_s, "champion": champion, "champion_reason": result.champion_reason,
+        "data": data_facts(result.ingest_report, config), "checks": validation_rows(result.ingest_report, config),
+        "splits": evidence.splits, "metric_labels": METRIC_LABELS,
+        "models": model_rows(result.models, champion), "plots": plot_sections(result, evidence),
+        "lineage": lineage(result), "importance_rows": evidence.importance_rows,
+    }
+
+
+def data_facts(r, config) -> list[tuple[str, str]]:
+    target = config.target
+    if target.above is not None:
+        rule = f"{target.column} > {target.above:g}"
+    elif len(target.positive) == 1:
+        rule = f"{target.column} = {target.positive[0]}"
+    else:
+        rule = f"{target.column} is one of {', '.join(map(str, target.positive))}"
+    return [
+        ("source", config.data.source),
+        ("rows read", f"{r.rows_read:,}"),
+        ("rows labelled", f"{r.rows_labelled:,} ({r.positive_rate:.1%} positive)"),
+        ("label", f"1 when {rule} holds {target.horizon} later (same {config.data.group or 'series'}, "
+                  f"matched by timestamp)"),
+        ("features", ", ".join(config.data.features)),
+        ("split", f"by time: the last {config.split.test_fraction:.0%} of timestamps are the test split; "
+                  f"{config.split.cv_folds} time-ordered CV folds in training"),
+    ]
+
+
+def validation_rows(r, config) -> list[tuple[str, str, str]]:
+    """(check, what it found, what ingest did), one row per check, found or not."""
+    ranges = config.data.ranges
+    impossible = "; ".join(f"{c}: {n:,} outside [{ranges[c][0]:g}, {ranges[c][1]:g}]" if c in ranges
+                           else f"{c}: {n:,} not finite" for c, n in r.impossible_values.items())
+    missing = "; ".join(f"{c}: {n:,}" for c, n in r.missing_values.items())
+    return [
+        ("rows without a timestamp", f"{r.missing_timestamps_dropped:,}", "dropped"),
+        ("exact duplicate rows", f"{r.exact_duplicates_dropped:,}", "dropped (one copy kept)"),
+        ("timestamps with conflicting rows", f"{r.conflicting_timestamps:,} ({r.conflicting_rows_dropped:,} rows)",
+         "all their rows dropped"),
+        ("unsorted rows", f"{r.backward_time_jumps:,} backward jumps in time", "rows sorted by time"),
+        ("impossible values", impossible or "none", "set to missing"),
+        ("missing values per feature", missing or "none",
+         "imputed inside each model with the training median"),
+        ("rows without a label", f"{r.unlabelled_dropped:,}",
+         f"dropped: no observation {config.target.horizon} later"),
+        ("train rows labelled inside the test period", f"{r.embargo_dropped:,}", "dropped (embargo)"),
+    ]
+
+
+def model_rows(models, champion: str | None) -> list[dict]:
+    """One row per model: each headline metric with its margin over the baseline's."""
+    baseline = next((m for m in models if m.kind == "baseline"), None)
+    rows = []
+    for m in models:
+        ref = f"{m.name}:{m.version}" if m.version is not None else m.name
+        cells = []
+        for key in METRIC_KEYS:
+            value = m.metrics.get(key)
+            base = baseline.metrics.get(key) if baseline is not None and m is not baseline else None
+            delta = value - base if value is not None and base is not None else None
+            cells.append({"key": key, "value": _num(value), "baseline": _num(base),
+                          "delta": None if delta is None else f"{delta:+.4f}",
+                          "direction": None if delta is None else ("up" if delta > 0 else "down" if delta < 0
+                                                                   else "same")})
+        rows.append({"name": m.name, "ref": ref, "kind": m.kind, "champion": ref == champion,
+                     "cells": cells, "chosen": _chosen(m), "run_id": m.run_id})
+    return rows
+
+
+def _chosen(m) -> str:
+    if m.cv_results is None or m.cv_results.empty:
+        return ", ".join(f"{k}: {v}" for k, v in m.params.items())
+    searched = plots.searched_params(m.cv_results)
+    best = m.cv_results[plots.SCORE].max() if plots.SCORE in m.cv_results else None
+    chosen = ", ".join(f"{p}={m.params.get(p)}" for p in searched) or "one candidate"
+    return chosen + (f" (CV F1 {best:.4f})" if best is not None else "")
+
+
+def _num(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}"
+
+
+def plot_sections(result, evidence: Evidence) -> list[dict]:
+    """The plots in the order the page shows them, grouped under headings."""
+    colours = plots.palette([m.name for m in result.models])
+    confusion = [Plot(f"confusion:{m.name}", m.name, "rows: true label, columns: predicted; count and share of "
+                      "the true label's rows", plots.confusion(m.confusion, f"{m.name} (test split)"))
+                 for m in result.models]
+    curves = {name: (e.y_true, e.proba) for name, e in evidence.models.items()}
+    ranking = []
+    if curves:
+        ranking = [Plot("roc", "ROC", "positive class = label 1; probabilities from the registered ONNX models",
+                        plots.roc(curves, colours)),
+                   Plot("pr", "Precision-recall", "positive class = label 1; AP = average precision",
+                        plots.precision_recall(curves, colours))]
+    importance = [Plot(f"importance:{name}", name,
+                       f"permutation importance on {evidence.importance_rows:,} test rows, "
+                       f"{len(e.importance)} features, 5 shuffles each",
+                       plots.importance(e.importance, f"{name}: permutation importance", colours[name]))
+                  for name, e in evidence.models.items()]
+    trials = []
+    for m in result.models:
+        png = plots.trials(m.cv_results, f"{m.name}: search trials") if m.cv_results is not None else None
+        if png is not None:
+            trials.append(Plot(f"trials:{m.name}", m.name, f"{len(m.cv_results)} candidates, scored by "
+                               "time-ordered cross-validation on the training split", png))
+    sections = [("Confusion matrices", confusion), ("ROC and precision-recall", ranking),
+                ("Feature importance", importance), ("Search trials", trials)]
+    return [{"title": title, "plots": items} for title, items in sections if items]
+
+
+def lineage(result) -> dict:
+    return {
+        "datasets": [{"role": role, "name": d.name, "version": d.version, "rows": d.rows, "digest": d.digest}
+                     for role, d in result.datasets.items()],
+        "models": [{"ref": f"{m.name}:{m.version}" if m.version is not None else f"{m.name} (not registered)",
+                    "kind": m.kind, "run_id": m.run_id, "onnx_sha256": m.onnx_sha256 or "-"}
+                   for m in result.models],
+        "git_commit": provenance.git_commit(),
+        "versions": provenance.versions(),
+    }
