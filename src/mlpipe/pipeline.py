@@ -108,7 +108,25 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             mlflow.set_tags({"mlpipe.champion": f"{champion.name}:{champion.version}"})
         duration = time.perf_counter() - started
         mlflow.log_metric("duration_s", duration)
-    return RunResult(parent.info.run_id, duration, datasets, outcomes, champion, reason, data.report)
+        result = RunResult(parent.info.run_id, duration, datasets, outcomes, champion, reason, data.report)
+        _write_report(result, config, ws)
+    return result
+
+
+def _write_report(result: RunResult, config: Config, ws: Workspace) -> None:
+    """The run's HTML report (``mlpipe.report``). Models are registered by now, so a report that cannot be
+    written is a warning, not a failed run."""
+    import sys
+
+    from mlpipe.report import write_report
+
+    try:
+        with console.step("report"):
+            path = write_report(result, config, ws)
+    except Exception as e:  # noqa: BLE001 -- the run and its registrations stand without the report
+        print(f"warning: run report not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    console.info(f"report: {path}")
 
 
 def _log_ingest(report: ingest.IngestReport, config: Config) -> None:
