@@ -23,6 +23,7 @@ app.add_typer(models_app, name="models")
 WorkspaceOpt = Annotated[Optional[Path], typer.Option(
     "--workspace", "-w", help="Workspace folder [default: $MLPIPE_WORKSPACE, else ./mlpipe-workspace].",
     show_default=False)]
+HOST = "127.0.0.1"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 
 
@@ -130,16 +131,30 @@ def models_download(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION 
 
 
 @app.command()
-def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, workspace: WorkspaceOpt = None) -> None:
-    """The MLflow UI on the workspace's store, bound to 127.0.0.1."""
-    import subprocess
+def report(run_id: Annotated[Optional[str], typer.Argument(help="Run id [default: the latest run].",
+                                                            show_default=False)] = None,
+           workspace: WorkspaceOpt = None) -> None:
+    """Print the path of a run's HTML report (plots, data checks, lineage)."""
+    from mlpipe.report import find_report
+
+    typer.echo(str(find_report(_workspace(workspace), run_id)))
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 5000,
+       workspace: WorkspaceOpt = None) -> None:
+    """The MLflow UI on the workspace's store, bound to 127.0.0.1; prints its URL."""
+    from mlpipe.ui import check_port_free, latest_run_url, run_server, server_command
 
     ws = _workspace(workspace)
-    ws.client  # noqa: B018 -- create the store, so the UI opens on an initialised database
-    typer.echo(f"MLflow UI for {ws.root}: http://127.0.0.1:{port}", err=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ws.tracking_uri,
-           "--host", "127.0.0.1", "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd))
+    check_port_free(HOST, port)
+    url = f"http://{HOST}:{port}"
+    typer.echo(f"MLflow UI for {ws.root}: {url}")
+    run_url = latest_run_url(ws, url)
+    if run_url:
+        typer.echo(f"latest run: {run_url}")
+    sys.stdout.flush()
+    raise typer.Exit(run_server(server_command(ws, HOST, port)))
 
 
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
