@@ -144,7 +144,7 @@ def report(run_id: Annotated[Optional[str], typer.Argument(help="Run id [default
 def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 5000,
        workspace: WorkspaceOpt = None) -> None:
     """The MLflow UI on the workspace's store, bound to 127.0.0.1; prints its URL."""
-    from mlpipe.ui import check_port_free, latest_run_url, run_server, server_command
+    from mlpipe.ui import check_port_free, latest_run_url, run_server, server_command, server_env
 
     ws = _workspace(workspace)
     check_port_free(HOST, port)
@@ -154,7 +154,7 @@ def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=6
     if run_url:
         typer.echo(f"latest run: {run_url}")
     sys.stdout.flush()
-    raise typer.Exit(run_server(server_command(ws, HOST, port)))
+    raise typer.Exit(run_server(server_command(ws, HOST, port), server_env()))
 
 
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:

@@ -30,10 +30,16 @@ def server_command(workspace, host: str, port: int) -> list[str]:
             "--workers", "1"]
 
 
-def run_server(cmd: list[str]) -> int:
+def server_env() -> dict[str, str]:
+    """The server's environment: without MLflow's GenAI job runner (seven worker processes that mlpipe's
+    pages never use), unless the user asks for it."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
+def run_server(cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Run the server in its own process group until it exits or we are interrupted or terminated; then stop
     the whole group (``mlflow ui`` starts uvicorn and job workers as children, which would outlive it)."""
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def _interrupt(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
