@@ -82,6 +82,7 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
         data = ingest.ingest(raw, config, config.data.source)
     _log_ingest(data.report, config)
     client = ws.client  # creates the store on first use
+    mlflow.set_experiment(experiment_id=ws.experiment_id())  # nested child runs follow: not into "Default" (cwd)
     with mlflow.start_run(experiment_id=ws.experiment_id(), run_name=f"{prefix} pipeline") as parent:
         mlflow.set_tags({"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.prefix": prefix})
         mlflow.log_dict(config.model_dump(), "config.json")
