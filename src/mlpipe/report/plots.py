@@ -103,7 +103,7 @@ def importance(table: pd.DataFrame, title: str, colour: str) -> bytes:
 def searched_params(cv: pd.DataFrame) -> list[str]:
     """The hyperparameters a search varied (more than one value tried), in table order, at most MAX_PANELS."""
     params = [c for c in cv.columns if not str(c).startswith(_NOT_PARAMS)]
-    return [c for c in params if cv[c].astype(str).nunique() > 1][:MAX_PANELS]
+    return [c for c in params if cv[c].map(str).nunique() > 1][:MAX_PANELS]
 
 
 def trials(cv: pd.DataFrame, title: str) -> bytes | None:
@@ -126,14 +126,14 @@ def trials(cv: pd.DataFrame, title: str) -> bytes | None:
 def _trials_panel(ax, cv: pd.DataFrame, param: str, others: list[str], best: int) -> None:
     x, ticks = _axis_values(cv[param])
     std = cv[SCORE_STD] if SCORE_STD in cv.columns else pd.Series(0.0, index=cv.index)
-    groups = cv[others].astype(str).agg(", ".join, axis=1) if others else pd.Series("", index=cv.index)
+    groups = cv[others].map(str).agg(", ".join, axis=1) if others else pd.Series("", index=cv.index)
     if groups.nunique() > MAX_SERIES:
         groups = pd.Series("", index=cv.index)
     labelled = False
     for key, rows in cv.groupby(groups, sort=True).groups.items():
         order = sorted(rows, key=lambda i: x[cv.index.get_loc(i)])
         pos = [cv.index.get_loc(i) for i in order]
-        label = ", ".join(f"{o}={cv.iloc[pos[0]][o]}" for o in others) if key else None
+        label = ", ".join(f"{o}={_label(cv.iloc[pos[0]][o])}" for o in others) if key else None
         labelled |= label is not None
         ax.errorbar(x[pos], cv[SCORE].iloc[pos], yerr=std.iloc[pos], marker="o", ms=5, capsize=3, lw=1.4,
                     label=label)
@@ -154,13 +154,22 @@ def _trials_panel(ax, cv: pd.DataFrame, param: str, others: list[str], best: int
 
 
 def _axis_values(col: pd.Series) -> tuple[np.ndarray, list[str] | None]:
-    """Numbers as they are; anything else (strings, None, booleans) as categories in sorted order."""
+    """Numbers as they are; otherwise categories: numbers in numeric order, then the rest (strings, None,
+    booleans) in sorted order."""
     numeric = pd.to_numeric(col, errors="coerce")
     if numeric.notna().all() and not pd.api.types.is_bool_dtype(col):
         return numeric.to_numpy(dtype=float), None
-    labels = col.astype(str)
-    ticks = sorted(labels.unique())
-    return labels.map({t: i for i, t in enumerate(ticks)}).to_numpy(dtype=float), ticks
+    numbers = {f"{n:g}": n for v, n in zip(col, numeric) if pd.notna(n) and not isinstance(v, bool)}
+    labels = [f"{n:g}" if f"{n:g}" in numbers and not isinstance(v, bool) else _label(v) for v, n in zip(col, numeric)]
+    ticks = sorted(numbers, key=numbers.get) + sorted(set(labels) - set(numbers))
+    position = {t: i for i, t in enumerate(ticks)}
+    return np.array([position[label] for label in labels], dtype=float), ticks
+
+
+def _label(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "None"
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) else str(value)
 
 
 def _log_scale(x: np.ndarray) -> bool:
