@@ -166,6 +166,18 @@ def test_report_command_in_a_workspace_without_runs_exits_2(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "no run report" in proc.stderr
 
 
+def test_ui_refuses_a_port_in_use_with_one_error_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = mlpipe("ui", "--port", str(port), workspace=tmp_path / "ws", timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use; choose another with --port"
+
+
 # -- the parts, without a run --------------------------------------------------------------------------------
 
 def test_trials_plot_handles_categorical_and_missing_values():

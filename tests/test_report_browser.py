@@ -135,6 +135,8 @@ def test_mlflow_ui_shows_the_run_and_its_metrics(run_workspace, ui_server, brows
     page.get_by_text(result["run_id"], exact=True).first.wait_for()
     page.get_by_text("turku pipeline", exact=True).first.wait_for()
     assert page.get_by_text("rows_read", exact=True).first.is_visible()
+    for m in result["models"]:  # its child runs, one per model, are linked from it
+        assert page.get_by_role("link", name=m["kind"], exact=True).first.is_visible(), m["kind"]
     page.screenshot(path=str(tmp_path / "ui-run.png"))
 
     page.get_by_role("tab", name="Artifacts").click()  # the run's report is one of its artifacts
@@ -146,6 +148,7 @@ def test_mlflow_ui_shows_the_run_and_its_metrics(run_workspace, ui_server, brows
     row = page.get_by_role("row").filter(has=page.get_by_text("f1", exact=True))
     row.first.wait_for()
     assert repr(champion["metrics"]["f1"]) in row.first.inner_text()
+    row.first.scroll_into_view_if_needed()  # the screenshot shows the metrics table
     shot = tmp_path / "ui-champion.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 20_000

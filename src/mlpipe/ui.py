@@ -26,6 +26,7 @@ def server_command(workspace, host: str, port: int) -> list[str]:
     """``mlflow ui`` on the workspace's store; artifacts it is asked to store go into the workspace too."""
     workspace.client  # noqa: B018 -- create the store, so the UI opens on an initialised database
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", workspace.tracking_uri,
+            "--registry-store-uri", workspace.tracking_uri,
             "--artifacts-destination", workspace.artifact_root.as_uri(), "--host", host, "--port", str(port),
             "--workers", "1"]
 
