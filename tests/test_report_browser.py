@@ -134,9 +134,9 @@ def test_mlflow_ui_shows_the_run_and_its_metrics(run_workspace, ui_server, brows
     page.goto(latest)
     page.get_by_text(result["run_id"], exact=True).first.wait_for()
     page.get_by_text("turku pipeline", exact=True).first.wait_for()
-    assert page.get_by_text("rows_read", exact=True).first.is_visible()
+    page.get_by_text("rows_read", exact=True).first.wait_for()  # the UI fills the page in as data arrives
     for m in result["models"]:  # its child runs, one per model, are linked from it
-        assert page.get_by_role("link", name=m["kind"], exact=True).first.is_visible(), m["kind"]
+        page.get_by_role("link", name=m["kind"], exact=True).first.wait_for()
     page.screenshot(path=str(tmp_path / "ui-run.png"))
 
     page.get_by_role("tab", name="Artifacts").click()  # the run's report is one of its artifacts
