@@ -16,6 +16,28 @@ MODEL_KINDS = ("svm", "random_forest")
 Scalar = Union[bool, int, float, str]
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(min|h|d|s)$")
+_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "4h", "90min", "1d" or "0h"; ValueError when it does not parse."""
+    m = _DURATION.match(text.strip())
+    if m is None:
+        raise ValueError(f"duration {text!r} does not parse; use a duration such as '4h', '90min' or '0h'")
+    return float(m[1]) * _UNIT_SECONDS[m[2]]
+
+
+def _durations(values: list[str]) -> list[str]:
+    for v in values:
+        if parse_duration(v) <= 0:
+            raise ValueError(f"duration {v!r} must be longer than zero")
+    return values
+
+
+Durations = Annotated[list[str], Field(min_length=1)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -46,8 +68,10 @@ class TargetConfig(_Strict):
     @field_validator("horizon")
     @classmethod
     def _horizon(cls, v: str) -> str:
-        if not re.fullmatch(r"\d+(\.\d+)?\s*(min|h|d|s)", v.strip()):
-            raise ValueError(f"horizon {v!r} does not parse; use a duration such as '4h', '90min' or '0h'")
+        try:
+            parse_duration(v)
+        except ValueError:
+            raise ValueError(f"horizon {v!r} does not parse; use a duration such as '4h', '90min' or '0h'") from None
         return v.strip()
 
     @model_validator(mode="after")
@@ -58,8 +82,57 @@ class TargetConfig(_Strict):
 
     @property
     def horizon_seconds(self) -> float:
-        number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(min|h|d|s)", self.horizon).groups()
-        return float(number) * {"s": 1, "min": 60, "h": 3600, "d": 86400}[unit]
+        return parse_duration(self.horizon)
+
+    def holds(self, values):
+        """The target condition of each value, as booleans (a missing value does not hold)."""
+        return values > self.above if self.above is not None else values.isin(self.positive)
+
+
+class FeaturesConfig(_Strict):
+    """Time-series features, computed per group by timestamp from the past only. Durations as "3h"."""
+
+    lags: dict[str, Durations] = {}
+    """column -> durations: the column's value that long ago (``<col>_lag_<d>``)."""
+    deltas: dict[str, Durations] = {}
+    """column -> durations: the change over that long, now minus then (``<col>_delta_<d>``)."""
+    rolling_mean: dict[str, Durations] = {}
+    """column -> windows: the mean over the window ending now (``<col>_mean_<w>``)."""
+    target_lags: Durations | None = None
+    """durations: whether the target condition held that long ago, 0/1 (``target_lag_<d>``)."""
+    target_share: Durations | None = None
+    """windows: the share of observations in the window ending now where the target condition held
+    (``target_share_<w>``): e.g. the hours with rain in the last 6 h."""
+    across_groups: bool = False
+    """The share of groups (e.g. stations) where the target condition holds now (``target_share_groups``)."""
+    cyclic: list[Literal["hour_of_day", "day_of_year"]] = []
+    """sine and cosine of the hour of day / day of year (``hour_of_day_sin``, …)."""
+    differences: dict[str, Annotated[list[str], Field(min_length=2, max_length=2)]] = {}
+    """new name -> [a, b]: a - b, e.g. dewpoint_spread = ["temp", "dewp"]."""
+
+    @field_validator("lags", "deltas", "rolling_mean")
+    @classmethod
+    def _check_durations(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for values in v.values():
+            _durations(values)
+        return v
+
+    @field_validator("target_lags", "target_share")
+    @classmethod
+    def _check_target_durations(cls, v: list[str] | None) -> list[str] | None:
+        return _durations(v) if v is not None else v
+
+    def derived(self) -> list[str]:
+        """The names of the derived columns, in the order they enter the model."""
+        key = lambda d: d.replace(" ", "").replace(".", "_")  # noqa: E731
+        names = [f"{c}_lag_{key(d)}" for c, ds in self.lags.items() for d in ds]
+        names += [f"{c}_delta_{key(d)}" for c, ds in self.deltas.items() for d in ds]
+        names += [f"{c}_mean_{key(d)}" for c, ds in self.rolling_mean.items() for d in ds]
+        names += [f"target_lag_{key(d)}" for d in self.target_lags or []]
+        names += [f"target_share_{key(d)}" for d in self.target_share or []]
+        names += ["target_share_groups"] if self.across_groups else []
+        names += [f"{c}_{f}" for c in self.cyclic for f in ("sin", "cos")]
+        return names + list(self.differences)
 
 
 class SplitConfig(_Strict):
@@ -78,14 +151,47 @@ class ModelConfig(_Strict):
     """Hyperparameters to search: name -> candidate values. None: the kind's default space."""
     params: dict[str, Scalar] = {}
     """Fixed hyperparameters, applied to every candidate."""
+    @field_validator("space", "params")
+    @classmethod
+    def _none(cls, v):
+        """TOML has no null: the string "none" stands for Python's None (e.g. class_weight = ["none", "balanced"])."""
+        if v is None:
+            return v
+        fix = lambda x: None if isinstance(x, str) and x.lower() == "none" else x  # noqa: E731
+        return {k: [fix(x) for x in vals] if isinstance(vals, list) else fix(vals) for k, vals in v.items()}
+
+    threshold: Union[Literal["tuned", "default"], Annotated[float, Field(gt=0, lt=1)]] = "tuned"
+    """Decision threshold on the positive-class probability: "tuned" = chosen on the time-ordered CV folds of
+    the training split for ``threshold_metric``; "default" = the estimator's own ``predict``; or a number."""
+    threshold_metric: Literal["f1_macro", "f1", "balanced_accuracy", "accuracy"] = "f1_macro"
 
 
 class Config(_Strict):
     data: DataConfig
     target: TargetConfig
     split: SplitConfig = SplitConfig()
+    features: FeaturesConfig = FeaturesConfig()
     registry: RegistryConfig = RegistryConfig()
     models: dict[str, ModelConfig] = {}
+
+    @property
+    def model_features(self) -> list[str]:
+        """The model's input columns, in order: the configured features, then the derived ones."""
+        return list(self.data.features) + self.features.derived()
+
+    @model_validator(mode="after")
+    def _feature_columns(self) -> "Config":
+        derived = self.features.derived()
+        for name in derived:
+            if name in self.data.features:
+                raise ValueError(f"derived feature {name!r} clashes with a column in data.features")
+        used = {*self.features.lags, *self.features.deltas, *self.features.rolling_mean,
+                *(c for pair in self.features.differences.values() for c in pair)}
+        for col in sorted(used - set(self.data.features)):
+            raise ValueError(f"features: column {col!r} is not in data.features")
+        if self.features.across_groups and self.data.group is None:
+            raise ValueError("features.across_groups needs data.group")
+        return self
 
     @field_validator("models")
     @classmethod

@@ -18,7 +18,7 @@ from mlpipe.datasets import DatasetVersion
 from mlpipe.models import sha256
 from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
-from mlpipe.steps.features import feature_matrix
+from mlpipe.steps.features import feature_matrix, feature_spec
 from mlpipe.workspace import Workspace, exclusive
 
 
@@ -191,26 +191,25 @@ def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: n
                 mlflow.log_metric("cv_f1_macro", float(score), step=i)
         sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
         onnx = package.to_onnx(trained, config)
-        metrics, parity = sk_metrics, None
-        if onnx is not None:
+        metrics, parity, labels, proba = sk_metrics, None, sk_labels, sk_proba
+        if onnx is not None:  # from here on, every figure is the registered artifact's own
             parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
-            metrics = parity.metrics
-            labels = package.predict_onnx(onnx, X_test)[0]
-        else:
-            labels = sk_labels
+            metrics, labels, proba = parity.metrics, parity.labels, parity.proba
         metrics = {**metrics, **evaluate.margins(metrics, baseline)} if baseline else metrics
         confusion = evaluate.confusion(y_test, labels)
         mlflow.log_metrics(metrics)
-        mlflow.log_dict({"metrics": metrics, "sklearn_metrics": sk_metrics, "onnx_label_agreement": parity and parity.agreement,
+        mlflow.log_dict({"metrics": metrics, "sklearn_metrics": sk_metrics,
+                         "onnx_label_agreement": parity and parity.agreement,
                          "onnx_max_probability_gap": parity and parity.max_proba_gap,
-                         "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]"},
+                         "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
+                         "reliability": evaluate.reliability(y_test, proba)},
                         "evaluation.json")
         digest = None
         if onnx is not None:
             digest = sha256(onnx)
-            _log_model_files(onnx, {"name": name, "kind": trained.kind, "features": config.data.features,
+            _log_model_files(onnx, {"name": name, "kind": trained.kind, "features": config.model_features,
                                     "input": {"name": package.INPUT, "dtype": "float32",
-                                              "shape": [None, len(config.data.features)]},
+                                              "shape": [None, len(config.model_features)]},
                                     "outputs": list(package.OUTPUTS), "params": trained.params,
                                     "metrics": metrics, "onnx_sha256": digest})
             mlflow.set_tag("mlpipe.onnx_sha256", digest)
@@ -232,7 +231,8 @@ def _model_source(client, run_id: str) -> str:
 
 
 def _version_tags(o: ModelOutcome, config: Config, datasets: dict[str, DatasetVersion]) -> dict[str, str]:
-    tags = {"mlpipe.kind": o.kind, "mlpipe.features": json.dumps(config.data.features),
+    tags = {"mlpipe.kind": o.kind, "mlpipe.features": json.dumps(config.model_features),
+            "mlpipe.feature_spec": json.dumps(feature_spec(config)),
             "mlpipe.onnx_sha256": o.onnx_sha256, "mlpipe.git_commit": provenance.git_commit(),
             "mlpipe.target": json.dumps(config.target.model_dump())}
     tags.update(register.dataset_tags(datasets))
@@ -243,7 +243,7 @@ def _version_tags(o: ModelOutcome, config: Config, datasets: dict[str, DatasetVe
 
 def _description(o: ModelOutcome, config: Config) -> str:
     return (f"{o.kind} forecasting whether {config.target.column} meets the target rule {config.target.horizon} "
-            f"later, from {len(config.data.features)} features; test macro F1 {o.metrics['f1']:.4f}")
+            f"later, from {len(config.model_features)} features; test macro F1 {o.metrics['f1']:.4f}")
 
 
 def _short(value) -> str:

@@ -45,7 +45,8 @@ def test_search_covers_the_grid_and_refits_the_best():
     assert len(trained.cv_results) == 4  # kernel {linear, rbf} x C {1, 10}
     best = trained.cv_results.loc[trained.cv_results["cv_f1_macro_mean"].idxmax()]
     assert trained.params["kernel"] == best["kernel"] and trained.params["C"] == best["C"]
-    assert trained.model.named_steps["model"].probability is True
+    assert trained.model.estimator_.named_steps["model"].probability is True
+    assert trained.params["decision_threshold"] == trained.model.best_threshold_
     assert (trained.model.predict(X) == y).mean() > 0.8
 
 

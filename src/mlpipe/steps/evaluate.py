@@ -8,9 +8,10 @@ METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
 def classification_metrics(y_true: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Accuracy; precision, recall and F1 macro-averaged and per class; ROC AUC from the positive-class
-    probability (left out when the test split holds one class only)."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+    """Accuracy; precision, recall and F1 macro-averaged and per class; the Brier score of the probabilities;
+    ROC AUC from the positive-class probability (left out when the test split holds one class only)."""
+    from sklearn.metrics import (accuracy_score, brier_score_loss, precision_recall_fscore_support,
+                                 roc_auc_score)
 
     p, r, f, _ = precision_recall_fscore_support(y_true, labels, labels=[0, 1], zero_division=0)
     out = {
@@ -20,6 +21,7 @@ def classification_metrics(y_true: np.ndarray, labels: np.ndarray, proba: np.nda
         **{f"recall_{c}": r[c] for c in (0, 1)},
         **{f"f1_{c}": f[c] for c in (0, 1)},
     }
+    out["brier"] = brier_score_loss(y_true, proba, labels=[0, 1])
     if len(np.unique(y_true)) == 2:
         out["roc_auc"] = roc_auc_score(y_true, proba)
     return {k: float(v) for k, v in out.items()}
@@ -35,3 +37,11 @@ def confusion(y_true: np.ndarray, labels: np.ndarray) -> list[list[int]]:
 def margins(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """How far each headline metric is above the persistence baseline's."""
     return {f"{k}_over_baseline": metrics[k] - baseline[k] for k in METRIC_KEYS if k in metrics and k in baseline}
+
+
+def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """The reliability curve: observed positive rate against mean predicted probability, in quantile bins."""
+    from sklearn.calibration import calibration_curve
+
+    observed, predicted = calibration_curve(y_true, proba, n_bins=bins, strategy="quantile")
+    return {"mean_predicted": predicted.tolist(), "fraction_positive": observed.tolist()}

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from mlpipe.config import Config, TargetConfig
+from mlpipe.config import Config
 from mlpipe.errors import DataError
+from mlpipe.steps.features import add_time_features
 
 LABEL = "label"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -53,6 +54,7 @@ def ingest(raw: pd.DataFrame, config: Config, source: str) -> Ingested:
     report = IngestReport(rows_read=len(raw))
     df = validate(raw, config, source)
     df = clean(df, config, report)
+    df = add_time_features(df, config)
     df = add_label(df, config, report)
     if df.empty:
         raise DataError(f"{source}: no row has an observation {config.target.horizon} later to label it")
@@ -150,13 +152,6 @@ def _backward_jumps(df: pd.DataFrame, config: Config) -> int:
     return int((steps < pd.Timedelta(0)).sum())
 
 
-def is_positive(values: pd.Series, target: TargetConfig) -> pd.Series:
-    """The target condition as booleans (missing values count as not positive)."""
-    if target.above is not None:
-        return values > target.above
-    return values.isin(target.positive)
-
-
 def add_label(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFrame:
     """``label`` = the target condition of the same group exactly ``horizon`` later, matched by timestamp."""
     target, ts = config.target, config.data.timestamp
@@ -167,7 +162,7 @@ def add_label(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.Data
     labelled = out["_future"].notna()
     report.unlabelled_dropped = int((~labelled).sum())
     out = out[labelled].copy()
-    out[LABEL] = is_positive(out["_future"], target).astype("int64")
+    out[LABEL] = target.holds(out["_future"]).astype("int64")
     out = out.drop(columns="_future").reset_index(drop=True)
     report.rows_labelled = len(out)
     report.positive_rate = float(out[LABEL].mean()) if len(out) else 0.0

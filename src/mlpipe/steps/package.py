@@ -11,6 +11,7 @@ import numpy as np
 from mlpipe.config import Config
 from mlpipe.errors import ParityError
 from mlpipe.steps.evaluate import classification_metrics
+from mlpipe.steps.threshold import inner, threshold_of
 from mlpipe.steps.train import Trained
 
 INPUT = "input"
@@ -33,7 +34,10 @@ def to_onnx(trained: Trained, config: Config) -> bytes | None:
     if trained.kind == "baseline":
         model = _persistence_graph(config)
     else:
-        model = _sklearn_graph(trained.model, len(config.data.features))
+        model = _sklearn_graph(inner(trained.model), len(config.model_features))
+        threshold = threshold_of(trained.model)
+        if threshold is not None:
+            _label_from_threshold(model, threshold)
     if model is None:
         return None
     _describe(model, trained.kind, config)
@@ -53,11 +57,33 @@ def _sklearn_graph(pipeline, n_features: int):
     )
 
 
+def _label_from_threshold(model, threshold: float) -> None:
+    """Make the graph's label output ``probabilities[:, 1] >= threshold``, as scikit-learn's threshold
+    classifiers decide; the estimator's own label becomes an unused intermediate."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    label = next(o for o in graph.output if o.name == OUTPUTS[0])
+    for node in graph.node:
+        node.output[:] = [f"{OUTPUTS[0]}_estimator" if o == OUTPUTS[0] else o for o in node.output]
+    graph.node.extend([
+        helper.make_node("Constant", [], ["positive_column"], value=helper.make_tensor(
+            "positive_column", TensorProto.INT64, [], [1])),
+        helper.make_node("Gather", [OUTPUTS[1], "positive_column"], ["positive_probability"], axis=1),
+        helper.make_node("Constant", [], ["decision_threshold"], value=helper.make_tensor(
+            "decision_threshold", TensorProto.FLOAT, [], [threshold])),
+        helper.make_node("GreaterOrEqual", ["positive_probability", "decision_threshold"], ["above_threshold"]),
+        helper.make_node("Cast", ["above_threshold"], [OUTPUTS[0]], to=TensorProto.INT64),
+    ])
+    label.type.tensor_type.elem_type = TensorProto.INT64
+    helper.set_model_props(model, {"mlpipe.decision_threshold": repr(threshold)})
+
+
 def _persistence_graph(config: Config):
     """"Later = now" as a graph: the target feature's own condition, as label and 0/1 probabilities."""
     from onnx import TensorProto, helper
 
-    target, features = config.target, list(config.data.features)
+    target, features = config.target, config.model_features
     if target.column not in features:
         return None
     values = [target.above] if target.above is not None else target.positive
@@ -99,7 +125,7 @@ def _describe(model, kind: str, config: Config) -> None:
     """Saved models describe themselves: the feature order and the model kind travel inside the file."""
     from onnx import helper
 
-    helper.set_model_props(model, {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.data.features)})
+    helper.set_model_props(model, {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.model_features)})
 
 
 def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +143,8 @@ class Parity:
     max_proba_gap: float
     metrics: dict[str, float]
     """The test metrics as computed from the ONNX model's own answers."""
+    labels: np.ndarray
+    proba: np.ndarray
 
 
 def check_parity(kind: str, onnx_bytes: bytes, X: np.ndarray, y: np.ndarray, sk_labels: np.ndarray,
@@ -138,4 +166,4 @@ def check_parity(kind: str, onnx_bytes: bytes, X: np.ndarray, y: np.ndarray, sk_
         if abs(metrics[key] - value) > METRIC_TOLERANCE:
             raise ParityError(f"{kind}: ONNX test {key} {metrics.get(key)} differs from scikit-learn's {value:.4f}; "
                               f"nothing was registered")
-    return Parity(agreement, gap, metrics)
+    return Parity(agreement, gap, metrics, labels, proba)

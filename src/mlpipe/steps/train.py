@@ -12,7 +12,7 @@ import pandas as pd
 from mlpipe.config import Config, TargetConfig
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
-from mlpipe.steps.ingest import is_positive
+from mlpipe.steps.threshold import fit_final, inner
 
 BASELINE = "baseline"
 
@@ -41,7 +41,7 @@ def _random_forest():
 
 KINDS: dict[str, ModelKind] = {
     "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]}, {"probability": True}),
-    "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12]}, {}),
+    "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]}, {}),
 }
 
 
@@ -52,7 +52,7 @@ class Persistence:
     target: TargetConfig
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
-        return is_positive(df[self.target.column], self.target).to_numpy(dtype=np.int64)
+        return self.target.holds(df[self.target.column]).to_numpy(dtype=np.int64)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         p = self.predict(df).astype(np.float64)
@@ -107,9 +107,10 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     search.fit(X, y)
     best = {k.removeprefix("model__"): _plain(v) for k, v in search.best_params_.items()}
     started = time.perf_counter()
-    model = pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
-    model.fit(X, y)
-    params = {**{k: _plain(v) for k, v in model.named_steps["model"].get_params().items()}, **best}
+    pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
+    model, threshold = fit_final(pipeline, X, y, folds, settings)
+    params = {**{k: _plain(v) for k, v in inner(model).named_steps["model"].get_params().items()}, **best,
+              "decision_threshold": threshold}
     return Trained(kind, model, params, _cv_table(search.cv_results_), time.perf_counter() - started)
 
 

@@ -1,0 +1,45 @@
+import numpy as np
+import pandas as pd
+
+from mlpipe.config import Config, ModelConfig
+from mlpipe.steps import package
+from mlpipe.steps.features import make_pipeline
+from mlpipe.steps.threshold import fit_final, threshold_of
+from mlpipe.steps.train import Trained, time_folds
+
+
+def data(n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (X[:, 0] + 0.8 * rng.normal(size=n) > 1.6).astype(int)  # ~10% positives: 0.5 is a poor threshold
+    return X, y
+
+
+def folds(n):
+    return time_folds(pd.Series(pd.date_range("2020", periods=n, freq="h", tz="UTC")), 3, pd.Timedelta(hours=1))
+
+
+def test_tuned_threshold_comes_from_the_training_folds_and_travels_in_the_onnx_graph():
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = data()
+    model, threshold = fit_final(make_pipeline(RandomForestClassifier(n_estimators=30, max_depth=6, random_state=0)),
+                                 X[:1000], y[:1000], folds(1000), ModelConfig())
+    assert threshold == threshold_of(model) and 0 < threshold < 0.5  # rare positives: a lower cut
+    cfg = Config.model_validate({"data": {"timestamp": "t", "features": ["a", "b"]},
+                                 "target": {"column": "a", "above": 0.0}})
+    onnx_bytes = package.to_onnx(Trained("random_forest", model, {}, pd.DataFrame(), 0.0), cfg)
+    labels, proba = package.predict_onnx(onnx_bytes, X[1000:])
+    assert (labels == model.predict(X[1000:])).mean() >= 0.999
+    assert ((proba >= threshold) == (labels == 1)).all()
+    assert labels.sum() > (model.predict_proba(X[1000:])[:, 1] >= 0.5).sum()  # the threshold changed answers
+
+
+def test_fixed_and_default_thresholds():
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data()
+    fixed, t = fit_final(make_pipeline(LogisticRegression()), X, y, folds(len(X)), ModelConfig(threshold=0.3))
+    assert t == 0.3 and (fixed.predict(X) == (fixed.predict_proba(X)[:, 1] >= 0.3)).all()
+    plain, t = fit_final(make_pipeline(LogisticRegression()), X, y, folds(len(X)), ModelConfig(threshold="default"))
+    assert t is None and threshold_of(plain) is None
