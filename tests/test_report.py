@@ -109,7 +109,7 @@ def test_report_has_a_loaded_png_for_every_expected_plot(report):
     _, page, result = report
     names = [m["name"] for m in result["models"]]
     searched = [m["name"] for m in result["models"] if m["kind"] != "baseline"]
-    expected = ({f"confusion:{n}" for n in names} | {"roc", "pr"} | {f"importance:{n}" for n in names}
+    expected = ({f"confusion:{n}" for n in names} | {"roc", "pr", "reliability"} | {f"importance:{n}" for n in names}
                 | {f"trials:{n}" for n in searched})
     assert set(page.images) == expected
     for key, src in page.images.items():

@@ -25,7 +25,7 @@ def write_report(result, config, workspace) -> Path:
     from mlpipe.report.evidence import gather
     from mlpipe.report.render import render
 
-    html = render(result, config, gather(result, list(config.data.features), workspace))
+    html = render(result, config, gather(result, config.model_features, workspace))
     path = report_path(workspace, result.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, html.encode("utf-8"))

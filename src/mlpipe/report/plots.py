@@ -174,3 +174,22 @@ def _label(value) -> str:
 
 def _log_scale(x: np.ndarray) -> bool:
     return bool(np.all(x > 0) and x.max() / x.min() >= 10)
+
+
+def reliability(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], colours: Mapping[str, str]) -> bytes:
+    """Reliability curves: the observed positive rate against the mean predicted probability, per decile."""
+    from mlpipe.steps.evaluate import reliability as curve
+
+    fig = _figure(5.2, 4.4)
+    ax = fig.subplots()
+    for name, (y, p) in curves.items():
+        if len(np.unique(p)) < 3:  # a 0/1 rule (the baseline) has no probability scale to check
+            continue
+        points = curve(y, p)
+        ax.plot(points["mean_predicted"], points["fraction_positive"], marker="o", ms=3, color=colours[name],
+                lw=1.5, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="mean predicted probability (decile of the test split)",
+           ylabel="observed positive rate", title="Reliability on the test split")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)

@@ -69,6 +69,7 @@ def data_facts(r, config) -> list[tuple[str, str]]:
         ("label", f"1 when {rule} holds {target.horizon} later (same {config.data.group or 'series'}, "
                   f"matched by timestamp)"),
         ("features", ", ".join(config.data.features)),
+        ("derived features", ", ".join(config.features.derived()) or "none"),
         ("split", f"by time: the last {config.split.test_fraction:.0%} of timestamps are the test split; "
                   f"{config.split.cv_folds} time-ordered CV folds in training"),
     ]
@@ -140,7 +141,9 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
         ranking = [Plot("roc", "ROC", "positive class = label 1; probabilities from the registered ONNX models",
                         plots.roc(curves, colours)),
                    Plot("pr", "Precision-recall", "positive class = label 1; AP = average precision",
-                        plots.precision_recall(curves, colours))]
+                        plots.precision_recall(curves, colours)),
+                   Plot("reliability", "Reliability", "calibration of the probabilities: points on the diagonal "
+                        "mean a predicted 30% rains 30% of the time", plots.reliability(curves, colours))]
     importance = [Plot(f"importance:{name}", name,
                        f"permutation importance on {evidence.importance_rows:,} test rows, "
                        f"{len(e.importance)} features, 5 shuffles each",
@@ -152,7 +155,7 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
         if png is not None:
             trials.append(Plot(f"trials:{m.name}", m.name, f"{len(m.cv_results)} candidates, scored by "
                                "time-ordered cross-validation on the training split", png))
-    sections = [("Confusion matrices", confusion), ("ROC and precision-recall", ranking),
+    sections = [("Confusion matrices", confusion), ("ROC, precision-recall and reliability", ranking),
                 ("Feature importance", importance), ("Search trials", trials)]
     return [{"title": title, "plots": items} for title, items in sections if items]
 
