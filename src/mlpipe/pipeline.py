@@ -70,6 +70,8 @@ def run(config: Config | str | Path | None = None, workspace: Workspace | str | 
     started = time.perf_counter()
     with warnings.catch_warnings():  # scikit-learn 1.9 deprecates SVC(probability=True), which skl2onnx needs
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(probability|probA_|probB_).*")
+        # libsvm's iteration cap (see train._svm); the model's "converged" parameter records it instead
+        warnings.filterwarnings("ignore", message=r"Solver terminated early")
         return _run(config, workspace, started)
 
 
