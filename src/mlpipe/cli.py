@@ -169,6 +169,24 @@ def serve(
                              max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log))
 
 
+@app.command()
+def predict(
+    model: ModelOpt,
+    input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .csv or .parquet.")],
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk (bounds memory).")] = 65536,
+    workspace: WorkspaceOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
+) -> None:
+    """Score a CSV or Parquet file in chunks: the input's columns plus label and probability."""
+    from mlpipe import console
+    from mlpipe.predict import predict_file
+
+    console.set_quiet(quiet)
+    summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows)
+    typer.echo(f"{summary.rows} rows scored with {summary.model} -> {output}", err=True)
+
+
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.table import Table
