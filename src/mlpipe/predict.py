@@ -78,8 +78,9 @@ def _open(path: Path, features: list[str], chunk_rows: int) -> _Reader:
 
 
 def _open_csv(path: Path, features: list[str], chunk_rows: int) -> _Reader:
-    """Features are read as numbers (empty, NA, NaN, null: missing); every other column as text, so it is
-    written back exactly as it came."""
+    """Features are read as numbers (empty, NA, NaN, null: missing); every other column as text, so a value
+    that only a later chunk holds cannot break a type guessed from the first (and CSV text comes back as it
+    was)."""
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
@@ -159,7 +160,7 @@ def _score(model, batch, path: Path):
     X = np.empty((batch.num_rows, len(model.features)), dtype=np.float32)
     for j, name in enumerate(model.features):
         X[:, j] = pc.cast(batch.column(name), pa.float32()).to_numpy(zero_copy_only=False)
-    labels, proba = model.predict(X) if batch.num_rows else (np.empty(0, np.int64), np.empty(0, np.float32))
+    labels, proba = model.predict(X)
     names = [_rename(n) for n in batch.schema.names]
     return pa.RecordBatch.from_arrays([*batch.columns, pa.array(labels, pa.int64()), pa.array(proba, pa.float32())],
                                       names=[*names, *OUTPUT_COLUMNS])

