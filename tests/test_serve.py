@@ -12,7 +12,7 @@ import pytest
 from conftest import mlpipe
 from serving import add_version, copy_workspace, free_port, records, serve, tampered_copy, wait_until
 
-from mlpipe.models import get_version, load_model
+from mlpipe.models import describe, get_version, load_model
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.package import predict_onnx
 from mlpipe.workspace import Workspace
@@ -121,8 +121,8 @@ def test_an_oversized_body_gets_413(client):
 
 
 def test_metadata_is_the_models_show_object(client, run_workspace, champion):
-    shown = mlpipe("models", "show", f"{champion}@champion", "--json", workspace=run_workspace[0], check=True)
-    assert client.get("/metadata").json() == json.loads(shown.stdout)
+    shown = describe(get_version(Workspace(run_workspace[0]), f"{champion}@champion"))
+    assert client.get("/metadata").json() == json.loads(json.dumps(shown, default=str))  # as `models show --json`
 
 
 def test_health_names_the_model(client, champion):
