@@ -49,7 +49,8 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
                               f"{', '.join(model.features)}.", lifespan=lifespan, max_body_size=max_body_bytes)
 
     @app.post("/predict", response_model=PredictResponse, responses={
-        400: {"description": "The body is not text (undecodable bytes)"}, 413: {"description": "Request body too large"},
+        400: {"description": "The body is not text (undecodable bytes)"},
+        413: {"description": "Request body too large"},
         422: {"description": "Not JSON, or a record is not valid: the error's loc names the field"}})
     async def predict(body: Annotated[predict_body(record), Body()]):
         """Label and positive-class probability for one record or a list of records, in order."""

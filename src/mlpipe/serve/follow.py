@@ -64,8 +64,7 @@ class AliasFollower:
                         "server to serve it; still serving %s", self.ref, target, _label(current.info))
             return False
         self.slot.swap(model)
-        log.info("alias follower: %s moved to %s; now serving it (was %s)", self.ref, target,
-                    _label(current.info))
+        log.info("alias follower: %s moved to %s; now serving it (was %s)", self.ref, target, _label(current.info))
         return True
 
 

@@ -38,7 +38,9 @@ def build_app(settings: ServeSettings):
 
     ws = Workspace(settings.workspace)
     slot = ModelSlot(open_model(ws, settings.ref, settings.threads))
-    follower = AliasFollower(ws, settings.ref, slot, settings.poll_s, settings.threads) if follows(settings.ref) else None
+    follower = None
+    if follows(settings.ref):
+        follower = AliasFollower(ws, settings.ref, slot, settings.poll_s, settings.threads)
     return create_app(slot, ref=settings.ref, token=settings.token, max_body_bytes=settings.max_body_bytes,
                       follower=follower)
 
