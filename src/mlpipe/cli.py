@@ -174,7 +174,8 @@ def predict(
     model: ModelOpt,
     input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .csv or .parquet.")],
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk (bounds memory).")] = 65536,
+    chunk_rows: Annotated[int, typer.Option(
+        min=1, help="Rows per chunk (CSV: at most 1 MiB of text per chunk).")] = 65536,
     workspace: WorkspaceOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
 ) -> None:

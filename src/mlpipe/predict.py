@@ -16,6 +16,9 @@ from mlpipe.errors import DataError
 
 FORMATS = (".csv", ".parquet")
 OUTPUT_COLUMNS = ("label", "probability")
+MAX_CSV_BLOCK = 1 << 20
+"""pyarrow's streaming CSV reader reads a few dozen blocks ahead: with 1 MiB blocks that is ~32 MiB, however
+large the file (with 6 MiB blocks it held ~190 MiB of a 187 MB file)."""
 CLASH_PREFIX = "input_"
 """An input column already called ``label`` or ``probability`` (a test set's truth) is kept as ``input_label``."""
 
@@ -91,10 +94,11 @@ def _open_csv(path: Path, features: list[str], chunk_rows: int) -> _Reader:
         raise DataError(f"input file {path} is empty (no header line)")
     _check_columns(path, header, features)
     line_bytes = max(16, len(sample) // max(1, sample.count("\n")))
+    block = min(MAX_CSV_BLOCK, max(1 << 14, chunk_rows * line_bytes))
     source = pa.OSFile(str(path))
     types = {c: (pa.float64() if c in features else pa.string()) for c in header}
     reader = pacsv.open_csv(
-        source, read_options=pacsv.ReadOptions(block_size=max(1 << 14, chunk_rows * line_bytes)),
+        source, read_options=pacsv.ReadOptions(block_size=block),
         convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
     return _Reader(reader.schema, _csv_batches(reader, path, header), path.stat().st_size, "bytes", source.tell)
 
