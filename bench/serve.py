@@ -193,6 +193,50 @@ def hey_fixed_rate(url: str, body: Path, rate: int, seconds: int, clients: int =
             "p90_ms": pct[90], "p99_ms": pct[99], "status_codes": {k: int(v) for k, v in codes.items()}}
 
 
+def bench_app_cost(ws, ref: str, records: list[dict], quick: bool) -> list[dict]:
+    """Microseconds the app itself spends on one request (an ASGI call: no socket, no HTTP parsing, no load
+    generator), fastest of many: the server's own cost, which the shared machine's noise hardly touches."""
+    import asyncio
+
+    from mlpipe.serve.server import ServeSettings, build_app
+
+    app = build_app(ServeSettings(workspace=str(ws), ref=ref, poll_s=3600))
+
+    async def call(path: str, body: bytes, method: str) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {}}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200, sent
+
+    async def fastest(path: str, body: bytes, method: str, calls: int) -> float:
+        best = float("inf")
+        for _ in range(3 if quick else 7):
+            started = time.perf_counter()
+            for _ in range(calls):
+                await call(path, body, method)
+            best = min(best, (time.perf_counter() - started) / calls)
+        return best * 1e6
+
+    async def run() -> list[dict]:
+        rows = [{"request": "GET /health", "rows": 0, "us": await fastest("/health", b"", "GET", 500)}]
+        for n, calls in ((1, 500), (100, 50), (1_000, 10)):
+            body = json.dumps(records[0] if n == 1 else (records * (n // len(records) + 1))[:n]).encode()
+            rows.append({"request": "POST /predict", "rows": n, "us": await fastest("/predict", body, "POST", calls)})
+        return rows
+
+    return asyncio.run(run())
+
+
 CONFIGS = [
     ("1 worker, 1 onnxruntime thread (default)", dict()),
     ("2 workers, 1 thread each", dict(workers=2)),
@@ -360,6 +404,8 @@ def main() -> None:
     sub = test[champion["features"]].astype(object)
     records = sub.where(sub.notna(), None).to_dict(orient="records")
     results["http_model"] = f"{champion['name']}:{champion['version']}"
+    results["app_cost"] = bench_app_cost(ws.root, results["http_model"], records, args.quick)
+    print(f"app cost: {results['app_cost']}", file=sys.stderr)
     results["http"] = bench_http(ws.root, results["http_model"], records, args.quick)
     sizes = (20_000, 200_000) if args.quick else (200_000, 2_000_000)
     results["predict"] = [bench_predict(ws.root, results["http_model"], n) for n in sizes]
@@ -404,6 +450,12 @@ def report(r: dict) -> str:
     lines += ["", "Label agreement, scikit-learn vs ONNX on the 100,000 rows: " +
               ", ".join(f"{k} {v:.4%}" for k, v in agreement.items()) + ".", "",
               f"## Over HTTP: `mlpipe serve --model {r['http_model']}` on 127.0.0.1", ""]
+    lines += ["The app's own cost per request (an ASGI call in process: no socket, no HTTP parsing, no load "
+              "generator; fastest of 7 runs), i.e. what one core can serve at most, before uvicorn's share:", "",
+              "| request | rows | µs per request | requests/s per core at most |", "| --- | ---: | ---: | ---: |"]
+    for x in r["app_cost"]:
+        lines.append(f"| {x['request']} | {x['rows']:,} | {x['us']:,.0f} | {1e6 / x['us']:,.0f} |")
+    lines.append("")
     f = r["http"]["fixed_rate"]
     lines += [f"Single records at a fixed {f['rate']} requests/s for {f['seconds']} s (`hey -z {f['seconds']}s -c 4 "
               f"-q {f['rate'] // 4}`), {f['config']}: **p50 {f['p50_ms']:.2f} ms, p90 {f['p90_ms']:.2f} ms, p99 "

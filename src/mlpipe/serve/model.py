@@ -75,6 +75,5 @@ class ModelSlot:
     def __init__(self, model: ServedModel):
         self.current = model
 
-    def swap(self, model: ServedModel) -> ServedModel:
-        old, self.current = self.current, model
-        return old
+    def swap(self, model: ServedModel) -> None:
+        self.current = model
