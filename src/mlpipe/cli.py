@@ -157,6 +157,52 @@ def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=6
     raise typer.Exit(run_server(server_command(ws, HOST, port), server_env()))
 
 
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="NAME, NAME:VERSION or NAME@ALIAS.")]
+
+
+@app.command()
+def serve(
+    model: ModelOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        envvar="MLPIPE_SERVE_TOKEN", show_envvar=True,
+        help="Require 'Authorization: Bearer TOKEN' on every route but /health.")] = None,
+    poll_seconds: Annotated[float, typer.Option(
+        min=0.1, help="How often NAME@ALIAS (or bare NAME) is looked up again; a moved alias is swapped in.")] = 5.0,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes, each with its own model.")] = 1,
+    threads: Annotated[int, typer.Option(min=0, max=64, help="onnxruntime threads per worker (0: one per core).")] = 1,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413.")] = 16.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """REST API for a registered model: POST /predict, GET /health, GET /metadata (docs at /docs)."""
+    from mlpipe.serve.server import ServeSettings, serve as run_server
+
+    run_server(ServeSettings(workspace=str(_workspace(workspace).root), ref=model, host=host, port=port,
+                             token=token or None, poll_s=poll_seconds, workers=workers, threads=threads,
+                             max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log))
+
+
+@app.command()
+def predict(
+    model: ModelOpt,
+    input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .csv or .parquet.")],
+    chunk_rows: Annotated[int, typer.Option(
+        min=1, help="Rows per chunk (CSV: at most 1 MiB of text per chunk).")] = 65536,
+    workspace: WorkspaceOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
+) -> None:
+    """Score a CSV or Parquet file in chunks: the input's columns plus label and probability."""
+    from mlpipe import console
+    from mlpipe.predict import predict_file
+
+    console.set_quiet(quiet)
+    summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows)
+    typer.echo(f"{summary.rows} rows scored with {summary.model} -> {output}", err=True)
+
+
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.table import Table

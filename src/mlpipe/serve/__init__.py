@@ -1,0 +1,9 @@
+"""Serving registered models over HTTP: ``mlpipe serve``.
+
+    model.py       the served model (one onnxruntime session) and the slot a swap replaces it in
+    schemas.py     request schema generated from the model's features; response schemas
+    middleware.py  bearer token, request-body limit
+    follow.py      alias following (poll the registry, swap the new version in)
+    app.py         the FastAPI app: /predict, /health, /metadata
+    server.py      settings and uvicorn
+"""

@@ -1,0 +1,79 @@
+"""The model being served: a verified ONNX graph in one onnxruntime session, and the slot that holds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlpipe.steps.package import INPUT, OUTPUTS
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One registered model version, ready to answer. Immutable: a swap replaces the whole object."""
+
+    info: dict
+    session: Any = field(repr=False)
+    nullable: bool
+    """True when the graph imputes missing values itself (an ``Imputer`` on its input): null is then allowed."""
+
+    @property
+    def name(self) -> str:
+        return self.info["name"]
+
+    @property
+    def version(self) -> int:
+        return self.info["version"]
+
+    @property
+    def features(self) -> list[str]:
+        return self.info["features"]
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and positive-class probabilities for a float32 matrix ``[N, len(features)]``."""
+        if len(X) == 0:  # not every operator takes an empty batch
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        labels, proba = self.session.run(OUTPUTS, {INPUT: X})
+        return labels, proba[:, 1]
+
+
+def open_model(workspace, ref: str, threads: int = 1) -> ServedModel:
+    """Fetch ``ref`` from the registry, check its SHA-256 (``IntegrityError`` on mismatch) and open it."""
+    from mlpipe.models import load_model
+
+    loaded = load_model(workspace, ref)
+    return ServedModel(loaded.info, make_session(loaded.onnx, threads), imputes_missing(loaded.onnx))
+
+
+def make_session(onnx: bytes, threads: int = 1):
+    """An onnxruntime session with ``threads`` intra-op threads (0: onnxruntime's default, one per core).
+    Threads do not spin while idle, so an idle server leaves the cores to others."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+
+
+def imputes_missing(onnx: bytes) -> bool:
+    """Whether the graph's first step replaces NaN in its input, as the ``Imputer`` of every trained
+    pipeline does; the persistence baseline has none, so it gets no nulls."""
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load_from_string(onnx).graph
+    return any(node.op_type == "Imputer" and INPUT in node.input for node in graph.node)
+
+
+class ModelSlot:
+    """Holds the model being served. Readers take ``slot.current`` once per request and keep that object to
+    the end, so a swap (one reference assignment) never changes a model under a request in flight."""
+
+    def __init__(self, model: ServedModel):
+        self.current = model
+
+    def swap(self, model: ServedModel) -> None:
+        self.current = model

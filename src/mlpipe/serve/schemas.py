@@ -1,0 +1,81 @@
+"""Request and response schemas of the REST API. The record schema is generated from the served model's
+feature list, so validation and ``/docs`` show the model's real fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictFloat, Tag, create_model
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""Larger numbers do not fit the model's float32 input; they are refused rather than turned into infinity."""
+
+
+def record_model(features: list[str], nullable: bool) -> type[BaseModel]:
+    """One record: every feature, by its name, as a number; ``null`` too when the model imputes missing values.
+    Unknown fields, strings and booleans are refused. Fields are ``f0, f1, …`` with the feature names as
+    aliases, so any feature name works (spaces, dots, keywords)."""
+    number = Optional[StrictFloat] if nullable else StrictFloat
+    missing = " or null when unknown (the model imputes it)" if nullable else ""
+    fields: dict[str, Any] = {
+        f"f{i}": (number, Field(alias=name, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX,
+                                description=f"feature {name!r}: a number{missing}"))
+        for i, name in enumerate(features)
+    }
+    return create_model("Record", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields)
+
+
+def predict_body(record: type[BaseModel]) -> Any:
+    """One record or a list of records. The JSON type picks the branch, so an error names only the
+    fields of the branch that applies (``record.Humidity``, ``records.3.Humidity``)."""
+    return Annotated[
+        Union[Annotated[record, Tag("record")], Annotated[list[record], Tag("records")]],
+        Discriminator(lambda v: "records" if isinstance(v, list) else "record"),
+    ]
+
+
+class Prediction(BaseModel):
+    label: int = Field(ge=0, le=1, description="1 = the positive class")
+    probability: float = Field(ge=0.0, le=1.0, description="probability of the positive class")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int = Field(ge=1)
+
+
+class PredictResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction] = Field(description="one per record, in the order of the request")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    model: ModelRef
+
+
+class DatasetRef(BaseModel):
+    name: Optional[str] = None
+    version: Optional[int] = None
+    digest: Optional[str] = None
+
+
+class Metadata(BaseModel):
+    """The ``mlpipe models show`` object of the served version."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str
+    version: int
+    aliases: list[str]
+    kind: Optional[str] = None
+    features: list[str]
+    metrics: dict[str, float]
+    params: dict[str, str] = {}
+    datasets: dict[str, DatasetRef]
+    run_id: Optional[str] = None
+    git_commit: Optional[str] = None
+    onnx_sha256: Optional[str] = None
+    description: Optional[str] = None
+    created_at: Optional[int] = None
+    tags: dict[str, str] = {}

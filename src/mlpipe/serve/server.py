@@ -1,0 +1,74 @@
+"""Running the API on uvicorn: verify the model first (a bad one never starts a server), then serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+from pydantic import BaseModel, Field
+
+from mlpipe.errors import MlpipeError
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+TOKEN_ENV = "MLPIPE_SERVE_TOKEN"
+_SETTINGS_ENV = "MLPIPE_SERVE_SETTINGS"  # how the parent hands its settings to uvicorn's worker processes
+
+
+class ServeSettings(BaseModel):
+    workspace: str
+    ref: str
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: Optional[str] = Field(None, min_length=1)
+    poll_s: float = Field(5.0, gt=0, description="how often an alias is looked up again")
+    workers: int = Field(1, ge=1, le=64)
+    threads: int = Field(1, ge=0, le=64, description="onnxruntime intra-op threads per worker (0: one per core)")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1)
+    access_log: bool = False
+
+
+def build_app(settings: ServeSettings):
+    """Load and verify the model, then the app around it (with an alias follower where the ref can move)."""
+    from mlpipe.serve.app import create_app
+    from mlpipe.serve.follow import AliasFollower, follows
+    from mlpipe.serve.model import ModelSlot, open_model
+    from mlpipe.workspace import Workspace
+
+    ws = Workspace(settings.workspace)
+    slot = ModelSlot(open_model(ws, settings.ref, settings.threads))
+    follower = None
+    if follows(settings.ref):
+        follower = AliasFollower(ws, settings.ref, slot, settings.poll_s, settings.threads)
+    return create_app(slot, ref=settings.ref, token=settings.token, max_body_bytes=settings.max_body_bytes,
+                      follower=follower)
+
+
+def worker_app():
+    """The app factory each uvicorn worker process calls (``--workers`` > 1)."""
+    return build_app(ServeSettings.model_validate_json(os.environ[_SETTINGS_ENV]))
+
+
+def serve(settings: ServeSettings) -> None:
+    """Serve until interrupted. The model is loaded and checked here first, so a missing or tampered one
+    ends with its error before any port is opened."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise MlpipeError(f"mlpipe serve needs {e.name}: pip install 'mlpipe[serve]'") from None
+    app = build_app(settings)
+    where = f"http://{settings.host}:{settings.port}"
+    print(f"serving {settings.ref} at {where} (docs: {where}/docs)", file=sys.stderr)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+        print(f"warning: listening on {settings.host} without a token: anyone who reaches it can use the model "
+              f"(set --token or ${TOKEN_ENV})", file=sys.stderr)
+    options = dict(host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info",
+                   timeout_graceful_shutdown=10)
+    if settings.workers == 1:
+        uvicorn.run(app, **options)
+        return
+    del app  # each worker loads its own copy
+    os.environ[_SETTINGS_ENV] = json.dumps(settings.model_dump())
+    uvicorn.run("mlpipe.serve.server:worker_app", factory=True, workers=settings.workers, **options)
