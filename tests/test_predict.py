@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mlpipe
+from tests.conftest import mlpipe
 
 from mlpipe.models import describe, get_version
 from mlpipe.predict import predict_file
@@ -50,7 +50,9 @@ def assert_reproduces(scored: pd.DataFrame, info: dict) -> None:
     metrics = classification_metrics(scored["input_label"].to_numpy(), scored["label"].to_numpy(),
                                       scored["probability"].to_numpy())
     for key in HEADLINE:
-        assert metrics[key] == pytest.approx(info["metrics"][key], abs=1e-9), key
+        # label metrics exactly; ROC AUC ranks probabilities, which onnxruntime sums in a thread-count-dependent
+        # order (the server may use more threads than the pipeline): near-ties may swap, and CSV text rounds them: so 1e-3
+        assert metrics[key] == pytest.approx(info["metrics"][key], abs=1e-3 if key == "roc_auc" else 1e-9), key
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from collections import Counter
 import httpx
 import numpy as np
 import pytest
-from conftest import mlpipe
-from serving import add_version, copy_workspace, free_port, records, serve, tampered_copy, wait_until
+from tests.conftest import mlpipe
+from tests.serving import add_version, copy_workspace, free_port, records, serve, tampered_copy, wait_until
 
 from mlpipe.models import describe, get_version, load_model
 from mlpipe.steps.evaluate import classification_metrics
@@ -61,7 +61,9 @@ def test_posting_the_test_set_reproduces_the_registered_test_metrics(client, inf
     assert len(labels) == len(test_set)
     metrics = classification_metrics(test_set["label"].to_numpy(), labels, proba)
     for key in HEADLINE:
-        assert metrics[key] == pytest.approx(info["metrics"][key], abs=1e-9), key
+        # label metrics exactly; ROC AUC ranks probabilities, which onnxruntime sums in a thread-count-dependent
+        # order (the server may use more threads than the pipeline): near-ties may swap, and CSV text rounds them: so 1e-3
+        assert metrics[key] == pytest.approx(info["metrics"][key], abs=1e-3 if key == "roc_auc" else 1e-9), key
 
 
 def test_one_record_gets_the_answer_it_gets_inside_a_list(client, info, test_set):
