@@ -80,12 +80,54 @@ class ModelConfig(_Strict):
     """Fixed hyperparameters, applied to every candidate."""
 
 
+class TrackingConfig(_Strict):
+    """Where runs and the model registry live (default: the workspace's SQLite). CLI options and
+    ``$MLPIPE_TRACKING_URI`` / ``$MLPIPE_ARTIFACT_LOCATION`` take precedence."""
+
+    uri: str | None = None
+    """``sqlite:///…``, ``postgresql://user@host:5432/db`` or ``http://host:port`` (an MLflow server)."""
+    artifact_location: str | None = None
+    """Folder or MLflow artifact URI for run artifacts and dataset files."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        from mlpipe.backends import kind
+
+        if v is not None:
+            try:
+                kind(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+class DatasetsConfig(_Strict):
+    uri: str | None = None
+    """The dataset catalog: ``sqlite:///…`` or ``postgresql://…`` (default: the tracking database when that
+    is PostgreSQL, else the workspace's ``datasets.db``)."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        from mlpipe.backends import kind
+
+        if v is not None:
+            try:
+                kind(v, "datasets uri", ("sqlite", "postgresql"))
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
 class Config(_Strict):
     data: DataConfig
     target: TargetConfig
     split: SplitConfig = SplitConfig()
     registry: RegistryConfig = RegistryConfig()
     models: dict[str, ModelConfig] = {}
+    tracking: TrackingConfig = TrackingConfig()
+    datasets: DatasetsConfig = DatasetsConfig()
 
     @field_validator("models")
     @classmethod
