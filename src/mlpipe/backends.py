@@ -176,6 +176,24 @@ def retry_locked(fn: Callable[..., T], *args, **kwargs) -> T:
     raise AssertionError("unreachable")
 
 
+class RetryingClient:
+    """An MlflowClient whose calls are retried on lock conflicts (``retry_locked``); everything else about it
+    is the client's own (``.unwrap`` gives the client itself)."""
+
+    def __init__(self, client):
+        self.unwrap = client
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.unwrap, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            return retry_locked(attr, *args, **kwargs)
+
+        return call
+
+
 def env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None

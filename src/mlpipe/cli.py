@@ -162,6 +162,28 @@ def models_download(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION 
 
 
 @app.command()
+def check(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Verify the registries: every model and dataset version complete and matching its digest."""
+    from mlpipe.errors import IntegrityError
+    from mlpipe.integrity import check as check_registries
+
+    problems = check_registries(_workspace(workspace))
+    if as_json:
+        from mlpipe.models import list_models
+
+        ws = _workspace(workspace)
+        _emit({"ok": not problems, "problems": problems, "models": list_models(ws),
+               "datasets": [d.summary() for d in ws.datasets.list()]})
+    else:
+        for p in problems:
+            typer.echo(p)
+    if problems:
+        raise IntegrityError(f"{len(problems)} problems in the registries (first: {problems[0]})")
+    if not as_json:
+        typer.echo("ok: every registered model and dataset version is complete and matches its digest")
+
+
+@app.command()
 def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, workspace: WorkspaceOpt = None) -> None:
     """The MLflow UI on the workspace's store, bound to 127.0.0.1."""
     import subprocess
@@ -191,25 +213,42 @@ def _print_mapping(d: dict) -> None:
         typer.echo(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
 
 
-def main() -> None:
-    import click
+def _cli_exceptions(*names: str) -> tuple[type, ...]:
+    """Click's exception classes by name, from click and from the copy of it that newer Typers vendor
+    (``typer._click``), whichever exist: so usage errors are caught on every supported Typer."""
+    import importlib
 
+    found = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
+    return tuple(found)
+
+
+def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
     except MlpipeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.NoArgsIsHelp as e:
-        print(e.format_message(), file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.UsageError as e:
-        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        print("error: aborted", file=sys.stderr)
-        sys.exit(1)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+    except Exception as e:
+        if isinstance(e, _cli_exceptions("NoArgsIsHelpError", "NoArgsIsHelp")):
+            print(e.format_message(), file=sys.stderr)
+            sys.exit(2)
+        if isinstance(e, _cli_exceptions("UsageError")):
+            print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(e, _cli_exceptions("Abort")):
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        if isinstance(e, _cli_exceptions("Exit")):
+            sys.exit(e.exit_code)
+        raise
+    if isinstance(rv, int) and rv:  # a command's typer.Exit(code) comes back as the return value
+        sys.exit(rv)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ class Workspace:
         if self.backend == "sqlite":
             with backends.file_lock(self.root, "init"):
                 backends.prepare_sqlite(backends.sqlite_path(uri))
-                return self._open_client()
+                return backends.RetryingClient(self._open_client())
         backends.check_reachable(uri)
         if self.backend == "postgresql":
             with backends.pg_lock(uri, "init", "tracking uri"):  # MLflow creates its tables on first use
