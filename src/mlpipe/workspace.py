@@ -117,7 +117,7 @@ class Workspace:
 
         if backends.kind(self.datasets_uri, "datasets uri") == "postgresql":
             backends.check_reachable(self.datasets_uri, "datasets uri")
-        if "://" in self.dataset_storage:
+        if _is_uri(self.dataset_storage):
             self._activate()  # artifact URIs resolve against MLflow's tracking URI
         return DatasetRegistry(self.datasets_uri, self.dataset_storage)
 
@@ -140,6 +140,8 @@ class Workspace:
 
     def _activate(self) -> None:
         import mlflow
+
+        quiet_mlflow()
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
@@ -205,6 +207,7 @@ def quiet_mlflow() -> None:
     """MLflow and its database migrations log at INFO to stderr; keep the user's terminal for mlpipe."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at …" lines
     for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -42,6 +42,15 @@ class ForkServer:
             raise RuntimeError("fork server died")
         return Result(**json.loads(line))
 
+    def run_many(self, requests: list[dict]) -> list[Result]:
+        """Start one child per request (``{"args": [...], "env": {...}}``) at once; wait for all of them."""
+        self.proc.stdin.write(json.dumps({"batch": [{"env": {}, **r} for r in requests]}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("fork server died")
+        return [Result(**r) for r in json.loads(line)]
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()
@@ -75,16 +84,25 @@ def _serve() -> None:
     out.flush()
     for line in sys.stdin:
         request = json.loads(line)
-        with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
+        batch = request["batch"] if "batch" in request else [request]
+        files, pids = [], []
+        for req in batch:
+            so, se = tempfile.TemporaryFile(), tempfile.TemporaryFile()
             pid = os.fork()
             if pid == 0:
-                _child(request, so.fileno(), se.fileno(), mlpipe.cli.main)
+                _child(req, so.fileno(), se.fileno(), mlpipe.cli.main)
+            files.append((so, se))
+            pids.append(pid)
+        answers = []
+        for pid, (so, se) in zip(pids, files):
             _, status = os.waitpid(pid, 0)
             so.seek(0), se.seek(0)
-            answer = {"code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
-                      "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                      "stdout": so.read().decode("utf-8", "replace"), "stderr": se.read().decode("utf-8", "replace")}
-        out.write(json.dumps(answer) + "\n")
+            answers.append({"code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
+                            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                            "stdout": so.read().decode("utf-8", "replace"),
+                            "stderr": se.read().decode("utf-8", "replace")})
+            so.close(), se.close()
+        out.write(json.dumps(answers if "batch" in request else answers[0]) + "\n")
         out.flush()
 
 
