@@ -37,7 +37,8 @@ def kind(uri: str, what: str = "tracking uri", allowed: tuple[str, ...] = ("sqli
         schemes = ", ".join(f"{k}://" for k in allowed)
         raise ConfigError(f"{what} {redact(uri)!r}: unsupported; use one of {schemes}")
     if found == "postgresql" and not re.match(r"^[^:]+://[^/]*[^/]/[^/?]+", uri):
-        raise ConfigError(f"{what} {redact(uri)!r}: give host and database, e.g. postgresql://user@127.0.0.1:5432/mlpipe")
+        raise ConfigError(f"{what} {redact(uri)!r}: give host and database, "
+                          f"e.g. postgresql://user@127.0.0.1:5432/mlpipe")
     if found == "http" and not re.match(r"^https?://[^/]+", uri):
         raise ConfigError(f"{what} {redact(uri)!r}: give host and port, e.g. http://127.0.0.1:5000")
     return found
@@ -109,7 +110,8 @@ def _pg_connection(uri: str, what: str) -> Iterator:
         engine = create_engine(normalize(uri), poolclass=NullPool,
                                connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     except ModuleNotFoundError:
-        raise BackendError(f"{what} {redact(uri)}: PostgreSQL needs its driver: pip install 'mlpipe[postgres]'") from None
+        raise BackendError(f"{what} {redact(uri)}: PostgreSQL needs its driver: "
+                           f"pip install 'mlpipe[postgres]'") from None
     try:
         conn = engine.connect()
     except exc.OperationalError as e:

@@ -97,6 +97,7 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
         outcomes = _train_all(config, data, staged, ws)
         with console.step("register"), ws.lock():  # one run at a time decides versions and the champion
             faults.checkpoint("register.locked")
+            judged = register.judge_champion(ws, prefix, data.test, staged["test"].digest)
             datasets = register.register_datasets(ws, staged, f"{prefix} pipeline from {config.data.source}")
             faults.checkpoint("register.datasets")
             for run_id in [parent.info.run_id] + [o.run_id for o in outcomes]:
@@ -111,7 +112,8 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             faults.checkpoint("register.models")
             candidates = [register.Candidate(o.name, o.version, o.metrics["f1"])
                           for o in outcomes if o.version is not None and o.kind != train.BASELINE]
-            champion, reason = register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest)
+            champion, reason = register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest,
+                                                      judged)
             faults.checkpoint("register.done")
         console.info(f"champion: {reason}")
         if champion:

@@ -4,6 +4,12 @@ model configs, and throw-away PostgreSQL databases."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -69,27 +75,8 @@ def need_service(ok: bool, what: str) -> None:
         pytest.skip(f"{what} not available")
 
 
-@pytest.fixture(scope="session")
-def pg_database():
-    """A fresh PostgreSQL database for this test session, dropped after: yields its URI."""
-    need_service(pg_available(), f"PostgreSQL at {PG_ADMIN}")
-    import sqlalchemy
-    from sqlalchemy.pool import NullPool
-
-    from mlpipe.backends import normalize
-
-    name = f"mlpipe_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(normalize(PG_ADMIN), poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
 def new_pg_database(tag: str) -> str:
-    """Another fresh database (for tests that need one of their own); drop it with ``drop_pg_database``."""
+    """A fresh database for one test (or module), made here and dropped with ``drop_pg_database``."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -113,3 +100,54 @@ def drop_pg_database(uri: str) -> None:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{uri.rsplit("/", 1)[1]}" WITH (FORCE)')
     admin.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1, its store on a fresh PostgreSQL database, its artifacts in a folder."""
+    need_service(pg_available(), "PostgreSQL on 127.0.0.1:5432")
+    from mlpipe.backends import normalize
+
+    uri = new_pg_database("server")
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    port = _free_port()
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", normalize(uri), "--host", "127.0.0.1",
+         "--port", str(port), "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, artifacts
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the server's group: whatever it started and left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        log.close()
+        drop_pg_database(uri)

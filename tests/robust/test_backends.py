@@ -5,13 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +59,11 @@ def test_postgresql_backend_for_every_command_and_a_shared_dataset_catalog(fork_
     env = {"MLPIPE_TRACKING_URI": pg_uri, "MLPIPE_ARTIFACT_LOCATION": str(shared)}  # a third user, by env
     carol = ["--workspace", str(tmp_path / "carol")]
     listed = json.loads(fork_server.run("models", "list", "--json", *carol, env=env).stdout)
-    assert {m["name"]: m["versions"] for m in listed} == {f"pg-{k}": [1, 2] for k in ("baseline", "svm", "random_forest")}
+    kinds = ("baseline", "svm", "random_forest")
+    assert {m["name"]: m["versions"] for m in listed} == {f"pg-{k}": [1, 2] for k in kinds}
     champion = two["champion"]
-    shown = json.loads(fork_server.run("models", "show", f"{champion['name']}@champion", "--json", *carol, env=env).stdout)
+    shown = json.loads(fork_server.run("models", "show", f"{champion['name']}@champion", "--json", *carol,
+                                       env=env).stdout)
     assert shown["datasets"]["test"]["digest"] == one["datasets"]["test"]["digest"]
     assert fork_server.run("models", "download", f"{champion['name']}@champion", "--dest", str(tmp_path / "m"),
                            *carol, env=env).code == 0
@@ -76,57 +71,6 @@ def test_postgresql_backend_for_every_command_and_a_shared_dataset_catalog(fork_
     _reproduce_metrics(tmp_path / "m", tmp_path / "d")
     check = fork_server.run("check", *carol, env=env)
     assert check.code == 0, check.stdout + check.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """``mlflow server`` on 127.0.0.1, its store on a fresh PostgreSQL database, its artifacts in a folder."""
-    need_service(pg_available(), "PostgreSQL on 127.0.0.1:5432")
-    from mlpipe.backends import normalize
-
-    uri = new_pg_database("server")
-    artifacts = tmp_path_factory.mktemp("server-artifacts")
-    port = _free_port()
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", normalize(uri), "--host", "127.0.0.1",
-         "--port", str(port), "--artifacts-destination", str(artifacts), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                raise RuntimeError(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, artifacts
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the server's group: whatever it started and left behind
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        log.close()
-        drop_pg_database(uri)
 
 
 def test_a_full_run_through_an_mlflow_server_then_show_download_and_load(fork_server, mlflow_server, turku_frame,

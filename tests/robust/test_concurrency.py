@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from tests.robust.conftest import drop_pg_database, need_service, new_pg_database, pg_available, small_config, \
     write_slice

@@ -96,3 +96,25 @@ def test_a_damaged_dataset_file_is_refused(fork_server, one_run, tmp_path, damag
     finally:
         shutil.copy(backup, path)
     assert fork_server.run("check", "--workspace", str(ws)).code == 0
+
+
+def test_a_run_that_cannot_trust_the_champion_registers_nothing(fork_server, one_run, turku_frame, tmp_path):
+    """On new test data the champion is measured again, from its verified ONNX file: a damaged one fails the
+    run before anything is registered."""
+    ws, result = one_run
+    champion = result["champion"]
+    path = _artifact(ws, champion["name"], champion["version"])
+    original = path.read_bytes()
+    config = small_config(tmp_path / "run.toml", write_slice(turku_frame, 1400, tmp_path / "other.csv"), "tamper")
+    before = _lists(fork_server, ws)
+    path.write_bytes(original[:100])
+    try:
+        r = fork_server.run("run", "--config", str(config), "--workspace", str(ws), "--quiet")
+        assert "does not match the registered SHA-256" in _one_error(r)
+        assert _lists(fork_server, ws) == before
+    finally:
+        path.write_bytes(original)
+
+
+def _lists(fork_server, ws) -> list[str]:
+    return [fork_server.run(what, "list", "--json", "--workspace", str(ws)).stdout for what in ("models", "datasets")]

@@ -136,16 +136,31 @@ def champion_f1_on(workspace, champion, test: pd.DataFrame, test_digest: str) ->
     return classification_metrics(test["label"].to_numpy(), labels, proba)["f1"]
 
 
+@dataclass(frozen=True)
+class Judged:
+    """The current champion and its macro F1 on this run's test set, measured before anything is registered
+    (so a champion that cannot be measured fails the run while nothing is registered yet)."""
+
+    current: object | None
+    f1: float | None
+
+
+def judge_champion(workspace, prefix: str, test: pd.DataFrame, test_digest: str) -> Judged:
+    current = current_champion(workspace, prefix)
+    return Judged(current, champion_f1_on(workspace, current, test, test_digest) if current is not None else None)
+
+
 def move_champion(workspace, prefix: str, candidates: list[Candidate], test: pd.DataFrame,
-                  test_digest: str) -> tuple[Candidate | None, str]:
+                  test_digest: str, judged: Judged | None = None) -> tuple[Candidate | None, str]:
     """Give ``champion`` to the best candidate when it beats the current champion (or there is none).
-    Returns the champion after the move and the reason."""
+    Returns the champion after the move and the reason. ``judged``: from ``judge_champion``, under the same
+    registration lock (else judged now)."""
     if not candidates:
         return None, "no candidate model"
     best = max(candidates, key=lambda c: c.f1)
-    current = current_champion(workspace, prefix)
+    judged = judged if judged is not None else judge_champion(workspace, prefix, test, test_digest)
+    current, f1 = judged.current, judged.f1
     if current is not None:
-        f1 = champion_f1_on(workspace, current, test, test_digest)
         holder = Candidate(current.name, int(current.version), f1 if f1 is not None else float("nan"))
         if f1 is not None and best.f1 <= f1:
             return holder, (f"{best.name}:{best.version} (test F1 {best.f1:.4f}) does not beat champion "
