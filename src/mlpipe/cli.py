@@ -189,6 +189,10 @@ def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, wor
     import subprocess
 
     ws = _workspace(workspace)
+    if ws.backend == "http":
+        from mlpipe.errors import ConfigError
+
+        raise ConfigError(f"tracking uri {ws.tracking_uri} is an MLflow server: open it in a browser")
     ws.client  # noqa: B018 -- create the store, so the UI opens on an initialised database
     typer.echo(f"MLflow UI for {ws.root}: http://127.0.0.1:{port}", err=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ws.tracking_uri,

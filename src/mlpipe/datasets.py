@@ -178,7 +178,7 @@ class DatasetRegistry:
                 df.to_parquet(tmp, index=False)
                 digest = content_digest(pd.read_parquet(tmp))
                 faults.checkpoint("dataset.file.written")
-                rel = f"{name}/{digest}.parquet"
+                rel = self.store.name_for(name, digest)
                 self.store.put(Path(tmp), rel)
             finally:
                 if os.path.exists(tmp):

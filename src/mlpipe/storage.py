@@ -42,6 +42,10 @@ class LocalStore:
         folder.mkdir(parents=True, exist_ok=True)
         yield folder
 
+    def name_for(self, folder: str, digest: str) -> str:
+        """Content-addressed: writers of the same content rename onto the same complete file."""
+        return f"{folder}/{digest}.parquet"
+
     def put(self, tmp: Path, rel: str) -> None:
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,13 @@ class ArtifactStore:
     def staging(self, rel_dir: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="mlpipe-stage-") as tmp:
             yield Path(tmp)
+
+    def name_for(self, folder: str, digest: str) -> str:
+        """Unique per upload: an object store has no atomic rename, so two runs uploading the same content
+        at once must not write the same object. The catalog keeps the name of the upload it committed."""
+        import uuid
+
+        return f"{folder}/{digest}-{uuid.uuid4().hex[:12]}.parquet"
 
     def put(self, tmp: Path, rel: str) -> None:
         folder, _, name = rel.rpartition("/")

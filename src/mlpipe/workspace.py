@@ -135,8 +135,8 @@ class Workspace:
         backends.check_reachable(uri)
         if self.backend == "postgresql":
             with backends.pg_lock(uri, "init", "tracking uri"):  # MLflow creates its tables on first use
-                return self._open_client()
-        return self._open_client()
+                return backends.RetryingClient(self._open_client())
+        return backends.RetryingClient(self._open_client())
 
     def _activate(self) -> None:
         import mlflow
