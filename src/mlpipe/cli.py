@@ -26,6 +26,32 @@ WorkspaceOpt = Annotated[Optional[Path], typer.Option(
 HOST = "127.0.0.1"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 
+# -- backends: where tracking, the model registry, the dataset catalog and artifacts live -------------------
+TrackingOpt = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", help="postgresql://user@host:5432/db or http://host:port (an MLflow server) "
+    "[default: $MLPIPE_TRACKING_URI, else the workspace's SQLite].", show_default=False)]
+DatasetsUriOpt = Annotated[Optional[str], typer.Option(
+    "--datasets-uri", help="Dataset catalog database [default: $MLPIPE_DATASETS_URI, else the tracking "
+    "database when PostgreSQL, else the workspace's SQLite].", show_default=False)]
+ArtifactsOpt = Annotated[Optional[str], typer.Option(
+    "--artifact-location", help="Folder or MLflow artifact URI for model and dataset files "
+    "[default: $MLPIPE_ARTIFACT_LOCATION, else the workspace folder or the tracking server's store].",
+    show_default=False)]
+
+
+@app.callback()
+def _backends(tracking_uri: TrackingOpt = None, datasets_uri: DatasetsUriOpt = None,
+              artifact_location: ArtifactsOpt = None) -> None:
+    """Global options, for every command: they set $MLPIPE_TRACKING_URI, $MLPIPE_DATASETS_URI and
+    $MLPIPE_ARTIFACT_LOCATION for this process, which every Workspace honours."""
+    import os
+
+    from mlpipe.workspace import ENV_ARTIFACTS, ENV_DATASETS, ENV_TRACKING
+
+    for var, value in ((ENV_TRACKING, tracking_uri), (ENV_DATASETS, datasets_uri), (ENV_ARTIFACTS, artifact_location)):
+        if value:
+            os.environ[var] = value
+
 
 def _workspace(path: Optional[Path]):
     from mlpipe.workspace import Workspace
@@ -44,16 +70,22 @@ def run(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    tracking_uri: TrackingOpt = None,
+    datasets_uri: DatasetsUriOpt = None,
+    artifact_location: ArtifactsOpt = None,
 ) -> None:
     """Run the whole pipeline: ingest, features, train, test, package, register."""
     from mlpipe import console
     from mlpipe.config import load_config
     from mlpipe.pipeline import run as run_pipeline
+    from mlpipe.workspace import run_workspace
 
     console.set_quiet(quiet)
     cfg = load_config(config, source=source)
+    ws = run_workspace(workspace, cfg, tracking_uri=tracking_uri, datasets_uri=datasets_uri,
+                       artifact_location=artifact_location)
     with redirect_stdout(sys.stderr):  # libraries that print must not corrupt the JSON document
-        result = run_pipeline(cfg, _workspace(workspace))
+        result = run_pipeline(cfg, ws)
     if as_json:
         _emit(result.to_dict())
     else:
@@ -131,6 +163,28 @@ def models_download(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION 
 
 
 @app.command()
+def check(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Verify the registries: every model and dataset version complete and matching its digest."""
+    from mlpipe.errors import IntegrityError
+    from mlpipe.integrity import check as check_registries
+
+    problems = check_registries(_workspace(workspace))
+    if as_json:
+        from mlpipe.models import list_models
+
+        ws = _workspace(workspace)
+        _emit({"ok": not problems, "problems": problems, "models": list_models(ws),
+               "datasets": [d.summary() for d in ws.datasets.list()]})
+    else:
+        for p in problems:
+            typer.echo(p)
+    if problems:
+        raise IntegrityError(f"{len(problems)} problems in the registries (first: {problems[0]})")
+    if not as_json:
+        typer.echo("ok: every registered model and dataset version is complete and matches its digest")
+
+
+@app.command()
 def report(run_id: Annotated[Optional[str], typer.Argument(help="Run id [default: the latest run].",
                                                             show_default=False)] = None,
            workspace: WorkspaceOpt = None) -> None:
@@ -147,6 +201,10 @@ def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=6
     from mlpipe.ui import check_port_free, latest_run_url, run_server, server_command, server_env
 
     ws = _workspace(workspace)
+    if ws.backend == "http":
+        from mlpipe.errors import ConfigError
+
+        raise ConfigError(f"tracking uri {ws.tracking_uri} is an MLflow server: open it in a browser")
     check_port_free(HOST, port)
     url = f"http://{HOST}:{port}"
     typer.echo(f"MLflow UI for {ws.root}: {url}")

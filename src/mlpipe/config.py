@@ -166,6 +166,46 @@ class ModelConfig(_Strict):
     threshold_metric: Literal["f1_macro", "f1", "balanced_accuracy", "accuracy"] = "f1_macro"
 
 
+class TrackingConfig(_Strict):
+    """Where runs and the model registry live (default: the workspace's SQLite). CLI options and
+    ``$MLPIPE_TRACKING_URI`` / ``$MLPIPE_ARTIFACT_LOCATION`` take precedence."""
+
+    uri: str | None = None
+    """``sqlite:///…``, ``postgresql://user@host:5432/db`` or ``http://host:port`` (an MLflow server)."""
+    artifact_location: str | None = None
+    """Folder or MLflow artifact URI for run artifacts and dataset files."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        from mlpipe.backends import kind
+
+        if v is not None:
+            try:
+                kind(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+class DatasetsConfig(_Strict):
+    uri: str | None = None
+    """The dataset catalog: ``sqlite:///…`` or ``postgresql://…`` (default: the tracking database when that
+    is PostgreSQL, else the workspace's ``datasets.db``)."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        from mlpipe.backends import kind
+
+        if v is not None:
+            try:
+                kind(v, "datasets uri", ("sqlite", "postgresql"))
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
 class Config(_Strict):
     data: DataConfig
     target: TargetConfig
@@ -173,6 +213,8 @@ class Config(_Strict):
     features: FeaturesConfig = FeaturesConfig()
     registry: RegistryConfig = RegistryConfig()
     models: dict[str, ModelConfig] = {}
+    tracking: TrackingConfig = TrackingConfig()
+    datasets: DatasetsConfig = DatasetsConfig()
 
     @property
     def model_features(self) -> list[str]:

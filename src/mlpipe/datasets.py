@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +49,8 @@ class Staged:
     """Data written to the store and digested, not yet a registered version."""
 
     name: str
-    path: Path
+    path: str
+    """Relative to the store: ``NAME/DIGEST.parquet``."""
     digest: str
     rows: int
     columns: list[dict[str, str]]
@@ -70,13 +72,17 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 class DatasetRegistry:
-    def __init__(self, url: str, storage: Path):
-        self.url, self.storage = url, Path(storage)
+    def __init__(self, url: str, storage):
+        """``url``: the catalog (SQLAlchemy URL: SQLite or PostgreSQL); ``storage``: a folder, or an MLflow
+        artifact URI (see ``mlpipe.storage``)."""
+        from mlpipe.storage import open_store
+
+        self.url, self.store = url, open_store(storage)
         self._engine = None
 
     # -- catalog ---------------------------------------------------------------------------------------
     def _exists(self) -> bool:
-        return not self.url.startswith("sqlite:///") or Path(self.url.removeprefix("sqlite:///")).exists()
+        return not self.url.startswith("sqlite:///") or Path(self.url.removeprefix("sqlite:///").split("?")[0]).exists()
 
     @property
     def engine(self):
@@ -84,12 +90,12 @@ class DatasetRegistry:
             from sqlalchemy import create_engine, event
 
             if self.url.startswith("sqlite:///"):
-                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                Path(self.url.removeprefix("sqlite:///").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
                 self._engine = create_engine(self.url, connect_args={"timeout": 60})
                 event.listen(self._engine, "connect", _sqlite_wal)
             else:
                 self._engine = create_engine(self.url, pool_pre_ping=True)
-            _table().metadata.create_all(self._engine, checkfirst=True)
+            _create_table(self._engine)
         return self._engine
 
     def list(self) -> list[DatasetVersion]:
@@ -155,50 +161,54 @@ class DatasetRegistry:
                         name=staged.name, version=version, description=description, digest=staged.digest,
                         rows=staged.rows, columns=json.dumps(staged.columns),
                         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        path=str(staged.path.relative_to(self.storage))))
+                        path=staged.path))
                 return self.get(f"{staged.name}:{version}")
             except (exc.IntegrityError, exc.OperationalError):
                 continue  # another process took that version (or held the lock): look again
         raise RuntimeError(f"could not register dataset {staged.name!r} after {_RETRIES} attempts")
 
-    def _write(self, name: str, df: pd.DataFrame) -> tuple[Path, str]:
+    def _write(self, name: str, df: pd.DataFrame) -> tuple[str, str]:
         """Write ``df`` as Parquet at its content address; the digest is of the data as read back."""
-        folder = self.storage / name
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".parquet.tmp")
-        os.close(fd)
-        try:
-            df.to_parquet(tmp, index=False)
-            digest = content_digest(pd.read_parquet(tmp))
-            final = folder / f"{digest}.parquet"
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return final, digest
+        from mlpipe import faults
+
+        with self.store.staging(name) as folder:
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".parquet.tmp")
+            os.close(fd)
+            try:
+                df.to_parquet(tmp, index=False)
+                digest = content_digest(pd.read_parquet(tmp))
+                faults.checkpoint("dataset.file.written")
+                rel = self.store.name_for(name, digest)
+                self.store.put(Path(tmp), rel)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return rel, digest
 
     def load(self, ref: str) -> pd.DataFrame:
         """The data of a version, checked against its registered digest."""
         version = self.get(ref)
-        path = self.storage / version.path
+        where = self.store.where(version.path)
+        label = f"dataset {version.name}:{version.version}"
         try:
-            df = pd.read_parquet(path)
+            with self.store.local_copy(version.path) as path:
+                df = pd.read_parquet(path)
         except FileNotFoundError:
-            raise IntegrityError(f"dataset {version.name}:{version.version}: file {path} is missing") from None
+            raise IntegrityError(f"{label}: file {where} is missing") from None
         except Exception as e:  # a truncated or garbled file: pyarrow raises several types
-            raise IntegrityError(f"dataset {version.name}:{version.version}: file {path} is unreadable: {e}") from None
+            raise IntegrityError(f"{label}: file {where} is unreadable: {' '.join(str(e).split())}") from None
         if content_digest(df) != version.digest:
-            raise IntegrityError(f"dataset {version.name}:{version.version}: file {path} does not match its digest")
+            raise IntegrityError(f"{label}: file {where} does not match its digest (tampered or truncated)")
         return df
 
     def download(self, ref: str, dest: Path) -> DatasetVersion:
         """Write ``dest/data.parquet`` and ``dest/dataset.json``."""
+        from mlpipe.models import write_atomic
+
         version, df = self.get(ref), self.load(ref)
         dest.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(dest / "data.parquet", index=False)
-        (dest / "dataset.json").write_text(json.dumps(version.to_dict(), indent=2))
+        write_atomic(dest / "data.parquet", df.to_parquet(index=False))
+        write_atomic(dest / "dataset.json", json.dumps(version.to_dict(), indent=2).encode())
         return version
 
 
@@ -210,6 +220,23 @@ def _row(r) -> DatasetVersion:
     m = r._mapping
     return DatasetVersion(m["name"], m["version"], m["description"], m["digest"], m["rows"],
                           json.loads(m["columns"]), m["created_at"], m["path"])
+
+
+def _create_table(engine) -> None:
+    """Create the catalog table once, also when several processes open a new catalog at the same moment."""
+    from sqlalchemy import exc, text
+
+    for attempt in range(_RETRIES):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":  # serialise concurrent CREATE TABLEs
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7208123140291001)"))
+                _table().metadata.create_all(conn, checkfirst=True)
+            return
+        except (exc.OperationalError, exc.IntegrityError, exc.ProgrammingError):
+            if attempt == _RETRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def _sqlite_wal(dbapi_conn, _record) -> None:

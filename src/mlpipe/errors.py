@@ -28,6 +28,11 @@ class IntegrityError(MlpipeError):
     """A stored artifact does not match the digest the registry holds for it."""
 
 
+class BackendError(MlpipeError):
+    """A tracking server or database given by the user cannot be reached or used (wrong host, database or
+    driver)."""
+
+
 class ParityError(MlpipeError):
     """The ONNX model does not reproduce the scikit-learn model; nothing is registered. Not the input's
     fault, so it exits 1, but with the same one-line message."""

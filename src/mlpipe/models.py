@@ -13,6 +13,8 @@ from pathlib import Path
 from mlpipe.errors import IntegrityError, NotFoundError
 
 CHAMPION = "champion"
+PENDING_CHAMPION = "mlpipe.champion_pending"
+"""Registered-model tag: a champion move to this version was decided and is not finished yet."""
 _REF = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))?$")
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlpipe import console, provenance
+from mlpipe import console, faults, provenance
 from mlpipe.config import Config, load_config
 from mlpipe.datasets import DatasetVersion
 from mlpipe.models import sha256
 from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
 from mlpipe.steps.features import feature_matrix, feature_spec
-from mlpipe.workspace import Workspace, exclusive
+from mlpipe.workspace import Workspace
 
 
 @dataclass
@@ -77,40 +77,53 @@ def run(config: Config | str | Path | None = None, workspace: Workspace | str | 
 
 def _run(config: Config, ws: Workspace, started: float) -> RunResult:
     import mlflow
+    from mlflow.entities import RunTag
 
     prefix = config.registry.model_prefix
     with console.step("ingest"):
         raw = read_source(config.data.source)
+        faults.checkpoint("ingest.read")
         data = ingest.ingest(raw, config, config.data.source)
+        faults.checkpoint("ingest.done")
     _log_ingest(data.report, config)
     client = ws.client  # creates the store on first use
     mlflow.set_experiment(experiment_id=ws.experiment_id())  # nested child runs follow: not into "Default" (cwd)
     with mlflow.start_run(experiment_id=ws.experiment_id(), run_name=f"{prefix} pipeline") as parent:
         mlflow.set_tags({"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.prefix": prefix})
+        faults.checkpoint("run.started")
         mlflow.log_dict(config.model_dump(), "config.json")
         mlflow.log_dict(data.report.to_dict(), "ingest_report.json")
         mlflow.log_metrics({k: float(v) for k, v in data.report.to_dict().items() if isinstance(v, (int, float))})
         staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
                   for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
+        faults.checkpoint("datasets.staged")
         outcomes = _train_all(config, data, staged, ws)
-        with console.step("register"), exclusive(ws.root):
+        with console.step("register"), ws.lock():  # one run at a time decides versions and the champion
+            faults.checkpoint("register.locked")
+            judged = register.judge_champion(ws, prefix, data.test, staged["test"].digest)
             datasets = register.register_datasets(ws, staged, f"{prefix} pipeline from {config.data.source}")
+            faults.checkpoint("register.datasets")
             for run_id in [parent.info.run_id] + [o.run_id for o in outcomes]:
                 register.log_dataset_inputs(client, run_id, datasets)
             for o in outcomes:
-                for key, value in register.dataset_tags(datasets).items():
-                    client.set_tag(o.run_id, key, value)
+                client.log_batch(o.run_id, tags=[RunTag(k, v) for k, v in register.dataset_tags(datasets).items()])
+            faults.checkpoint("register.inputs")
+            for o in outcomes:
                 if o.onnx_sha256 is not None:
                     o.version = register.register_model(client, o.name, o.run_id, _model_source(client, o.run_id),
                                                         _version_tags(o, config, datasets), _description(o, config))
+            faults.checkpoint("register.models")
             candidates = [register.Candidate(o.name, o.version, o.metrics["f1"])
                           for o in outcomes if o.version is not None and o.kind != train.BASELINE]
-            champion, reason = register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest)
+            champion, reason = register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest,
+                                                      judged)
+            faults.checkpoint("register.done")
         console.info(f"champion: {reason}")
         if champion:
             mlflow.set_tags({"mlpipe.champion": f"{champion.name}:{champion.version}"})
         duration = time.perf_counter() - started
         mlflow.log_metric("duration_s", duration)
+        faults.checkpoint("run.ending")
         result = RunResult(parent.info.run_id, duration, datasets, outcomes, champion, reason, data.report)
         _write_report(result, config, ws)
     return result
@@ -161,6 +174,7 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, ws: Workspac
     for kind in kinds:
         with console.step(f"train + test + package {kind}"):
             trained = train.train_baseline(config) if kind == train.BASELINE else train.train_model(kind, X, y, ts, config)
+            faults.checkpoint("train.fitted")
             if kind == train.BASELINE:
                 sk_labels, sk_proba = trained.model.predict(data.test), trained.model.predict_proba(data.test)[:, 1]
             else:
@@ -181,7 +195,8 @@ def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: n
     import mlflow
 
     name = f"{config.registry.model_prefix}-{trained.kind}"
-    with mlflow.start_run(run_name=trained.kind, nested=True) as child:
+    parent = mlflow.active_run()  # the child run belongs to the parent's experiment, not MLflow's Default
+    with mlflow.start_run(run_name=trained.kind, nested=True, experiment_id=parent.info.experiment_id) as child:
         mlflow.set_tags({"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.kind": trained.kind})
         mlflow.log_params({f"version.{k}": v for k, v in provenance.versions().items()})
         mlflow.log_params({f"dataset.{role}.{k}": v for role, s in staged.items() for k, v in
@@ -193,6 +208,7 @@ def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: n
                 mlflow.log_metric("cv_f1_macro", float(score), step=i)
         sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
         onnx = package.to_onnx(trained, config)
+        faults.checkpoint("package.converted")
         metrics, parity, labels, proba = sk_metrics, None, sk_labels, sk_proba
         if onnx is not None:  # from here on, every figure is the registered artifact's own
             parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
@@ -215,6 +231,7 @@ def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: n
                                     "outputs": list(package.OUTPUTS), "params": trained.params,
                                     "metrics": metrics, "onnx_sha256": digest})
             mlflow.set_tag("mlpipe.onnx_sha256", digest)
+            faults.checkpoint("model.logged")
     return ModelOutcome(trained.kind, name, child.info.run_id, trained.params, metrics, confusion, digest,
                         trained.cv_results)
 

@@ -38,6 +38,8 @@ def _read_file(path: Path) -> pd.DataFrame:
     if suffix == ".csv":
         if head[:2] == b"\x1f\x8b":
             raise DataError(f"{path}: is gzip-compressed; name it .csv.gz or decompress it")
+        if head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"[", b"{"):
+            raise DataError(f"{path}: looks like JSON, not CSV")
         return _read_csv(path)
     try:
         return pd.read_parquet(path)
@@ -54,6 +56,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a well-formed CSV: {e}") from None
+    if len(df.columns) == 1:
+        for sep, name in ((";", "';'-separated"), ("\t", "tab-separated"), ("|", "'|'-separated")):
+            if sep in str(df.columns[0]):
+                raise DataError(f"{path}: looks {name}; mlpipe reads comma-separated CSV")
     duplicated = [c for c in df.columns if "." in str(c) and str(c).rsplit(".", 1)[0] in df.columns]
     if duplicated:
         raise DataError(f"{path}: duplicated column name {duplicated[0].rsplit('.', 1)[0]!r}")

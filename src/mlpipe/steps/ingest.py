@@ -67,6 +67,8 @@ def validate(raw: pd.DataFrame, config: Config, source: str) -> pd.DataFrame:
     """Check that the configured columns exist and have usable types; return just those columns."""
     if raw.empty:
         raise DataError(f"{source}: has a header but no data rows" if len(raw.columns) else f"{source}: file is empty")
+    if len(raw) == 1:
+        raise DataError(f"{source}: only 1 data row; a model needs rows to train on and later rows to test on")
     data, target = config.data, config.target
     columns = _columns(config)
     for col in columns:
@@ -93,7 +95,10 @@ def _columns(config: Config) -> list[str]:
 
 
 def _parse_timestamps(col: pd.Series, source: str, name: str) -> pd.Series:
-    present = col.notna()
+    present = col.notna() & (col.astype("string").str.strip() != "")
+    if not present.any():
+        raise DataError(f"{source}: column {name!r} has no values")
+    _check_time_zones(col[present], source, name)
     try:
         parsed = pd.to_datetime(col, utc=True, format="ISO8601", errors="coerce")
     except (ValueError, TypeError) as e:
@@ -103,6 +108,22 @@ def _parse_timestamps(col: pd.Series, source: str, name: str) -> pd.Series:
         first = col[bad].iloc[0]
         raise DataError(f"{source}: column {name!r}: {int(bad.sum())} timestamps do not parse (first: {first!r})")
     return parsed
+
+
+_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)\s*$"
+
+
+def _check_time_zones(col: pd.Series, source: str, name: str) -> None:
+    """Offsets are honoured (``+02:00`` and ``+03:00`` across a DST change are fine), but a column where some
+    times carry an offset and others do not has no single meaning: which zone are the bare ones in?"""
+    if pd.api.types.is_datetime64_any_dtype(col) or not (pd.api.types.is_object_dtype(col)
+                                                          or pd.api.types.is_string_dtype(col)):
+        return
+    text = col.astype("string").str.strip()
+    aware = text.str.contains(_OFFSET, regex=True) & text.str.contains(r"\d[T ]\d", regex=True)
+    if aware.any() and not aware.all():
+        raise DataError(f"{source}: column {name!r}: mixed time zones: {int(aware.sum())} timestamps carry a UTC "
+                        f"offset and {int((~aware).sum())} do not (first without: {text[~aware].iloc[0]!r})")
 
 
 def _numeric(col: pd.Series, source: str, name: str) -> pd.Series:

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlpipe import faults
 from mlpipe.datasets import DatasetVersion, Staged
-from mlpipe.models import CHAMPION, describe, load_model
+from mlpipe.errors import IntegrityError
+from mlpipe.models import CHAMPION, PENDING_CHAMPION, describe, load_model, sha256
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.package import predict_onnx
 
@@ -25,7 +27,11 @@ class Candidate:
 
 
 def register_datasets(workspace, staged: dict[str, Staged], description: str) -> dict[str, DatasetVersion]:
-    return {role: workspace.datasets.commit(s, f"{description}: {role} rows") for role, s in staged.items()}
+    out = {}
+    for role, s in staged.items():
+        out[role] = workspace.datasets.commit(s, f"{description}: {role} rows")
+        faults.checkpoint("register.dataset")
+    return out
 
 
 def log_dataset_inputs(client, run_id: str, datasets: dict[str, DatasetVersion]) -> None:
@@ -51,24 +57,70 @@ def dataset_tags(datasets: dict[str, DatasetVersion]) -> dict[str, str]:
 
 
 def register_model(client, name: str, run_id: str, source: str, tags: dict[str, str], description: str) -> int:
-    """A new version of ``name`` with all its tags, created in one call."""
+    """A new version of ``name`` with all its tags, created in one call (one transaction), after its ONNX
+    artifact has been read back from the artifact store and found to match ``tags["mlpipe.onnx_sha256"]``:
+    a version exists complete or not at all."""
     from mlflow.exceptions import MlflowException
 
+    _verify_artifact(source, tags["mlpipe.onnx_sha256"], name)
     try:
         client.create_registered_model(name, description=f"mlpipe models '{name}'")
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    faults.checkpoint("register.model.created")
     version = client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
+    faults.checkpoint("register.model.version")
     return int(version.version)
 
 
+def _verify_artifact(source: str, digest: str, name: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/model.onnx", dst_path=tmp)
+        if sha256(Path(local).read_bytes()) != digest:
+            raise IntegrityError(f"model {name}: the stored ONNX artifact at {source} does not match the model "
+                                 f"just built; nothing registered for it")
+
+
+def _prefix_models(client, prefix: str) -> list:
+    return [rm for rm in client.search_registered_models(filter_string=f"name LIKE '{prefix}-%'", max_results=1000)
+            if rm.name.startswith(f"{prefix}-")]
+
+
 def current_champion(workspace, prefix: str):
-    """The registered version holding ``champion`` among this prefix's models, or None."""
-    for rm in workspace.client.search_registered_models(filter_string=f"name LIKE '{prefix}-%'"):
+    """The registered version holding ``champion`` among this prefix's models, or None. A move that a
+    killed run left half-done is finished first (call under the registration lock)."""
+    client = workspace.client
+    models = _prefix_models(client, prefix)
+    for rm in models:
+        pending = (rm.tags or {}).get(PENDING_CHAMPION)
+        if pending is not None:
+            _give_champion(client, models, rm.name, int(pending))
+            return client.get_model_version_by_alias(rm.name, CHAMPION)
+    for rm in models:
         if CHAMPION in (rm.aliases or {}):
-            return workspace.client.get_model_version_by_alias(rm.name, CHAMPION)
+            return client.get_model_version_by_alias(rm.name, CHAMPION)
     return None
+
+
+def _give_champion(client, models: list, name: str, version: int) -> None:
+    """Move ``champion`` to ``name:version`` so that no moment has two champions and no crash loses the
+    decision: record the intent on the new holder, remove the old holder's alias, set the new one, clear the
+    intent. A run killed in between leaves the intent, and the next run finishes the move."""
+    client.set_registered_model_tag(name, PENDING_CHAMPION, str(version))
+    faults.checkpoint("champion.intent")
+    for rm in models:
+        if rm.name != name and CHAMPION in (rm.aliases or {}):
+            client.delete_registered_model_alias(rm.name, CHAMPION)
+            faults.checkpoint("champion.old_removed")
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    faults.checkpoint("champion.set")
+    client.delete_registered_model_tag(name, PENDING_CHAMPION)
 
 
 def champion_f1_on(workspace, champion, test: pd.DataFrame, test_digest: str) -> float | None:
@@ -84,23 +136,36 @@ def champion_f1_on(workspace, champion, test: pd.DataFrame, test_digest: str) ->
     return classification_metrics(test["label"].to_numpy(), labels, proba)["f1"]
 
 
+@dataclass(frozen=True)
+class Judged:
+    """The current champion and its macro F1 on this run's test set, measured before anything is registered
+    (so a champion that cannot be measured fails the run while nothing is registered yet)."""
+
+    current: object | None
+    f1: float | None
+
+
+def judge_champion(workspace, prefix: str, test: pd.DataFrame, test_digest: str) -> Judged:
+    current = current_champion(workspace, prefix)
+    return Judged(current, champion_f1_on(workspace, current, test, test_digest) if current is not None else None)
+
+
 def move_champion(workspace, prefix: str, candidates: list[Candidate], test: pd.DataFrame,
-                  test_digest: str) -> tuple[Candidate | None, str]:
+                  test_digest: str, judged: Judged | None = None) -> tuple[Candidate | None, str]:
     """Give ``champion`` to the best candidate when it beats the current champion (or there is none).
-    Returns the champion after the move and the reason."""
+    Returns the champion after the move and the reason. ``judged``: from ``judge_champion``, under the same
+    registration lock (else judged now)."""
     if not candidates:
         return None, "no candidate model"
     best = max(candidates, key=lambda c: c.f1)
-    current = current_champion(workspace, prefix)
+    judged = judged if judged is not None else judge_champion(workspace, prefix, test, test_digest)
+    current, f1 = judged.current, judged.f1
     if current is not None:
-        f1 = champion_f1_on(workspace, current, test, test_digest)
         holder = Candidate(current.name, int(current.version), f1 if f1 is not None else float("nan"))
         if f1 is not None and best.f1 <= f1:
             return holder, (f"{best.name}:{best.version} (test F1 {best.f1:.4f}) does not beat champion "
                             f"{holder.name}:{holder.version} (test F1 {f1:.4f})")
     client = workspace.client
-    client.set_registered_model_alias(best.name, CHAMPION, str(best.version))
-    if current is not None and current.name != best.name:
-        client.delete_registered_model_alias(current.name, CHAMPION)
+    _give_champion(client, _prefix_models(client, prefix), best.name, best.version)
     why = "no champion before" if current is None else f"beats {current.name}:{current.version}"
     return best, f"{best.name}:{best.version} (test F1 {best.f1:.4f}) {why}"

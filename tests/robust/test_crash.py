@@ -1,0 +1,78 @@
+"""A run killed by SIGKILL anywhere -- in every step, registration included -- leaves complete registries:
+no model version without its ONNX artifact or its tags, no dataset version without its file or with a
+wrong digest, no alias on an incomplete version, never two champions; and the next run succeeds."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+
+from mlpipe import faults
+from tests.robust.conftest import small_config, write_slice
+
+KILLS = [
+    "ingest.read", "ingest.done", "run.started", "dataset.file.written#2", "datasets.staged",
+    "train.fitted#2", "package.converted#3", "model.logged", "register.locked", "register.dataset#2",
+    "register.datasets", "register.inputs", "register.model.created#2", "register.model.version#2",
+    "register.models", "champion.intent", "champion.old_removed", "champion.set", "register.done", "run.ending",
+]
+WEAK_SVM = "kernel = ['linear'], C = [0.000001]"   # predicts one class: any forest beats it
+
+
+def test_kill_points_cover_every_checkpoint():
+    assert sorted({k.split("#")[0] for k in KILLS}) == sorted(faults.POINTS)
+    assert len(KILLS) == 20
+
+
+def _check(fork_server, ws) -> dict:
+    """``mlpipe check``: every invariant holds; returns what is registered."""
+    r = fork_server.run("check", "--workspace", str(ws), "--json")
+    report = json.loads(r.stdout) if r.stdout else {"ok": False, "problems": [r.stderr]}
+    assert r.code == 0 and report["ok"], "\n".join(report["problems"])
+    return {"models": report["models"], "datasets": report["datasets"]}
+
+
+def _lists(fork_server, ws) -> tuple[str, str]:
+    return tuple(fork_server.run(what, "list", "--json", "--workspace", str(ws)).stdout
+                 for what in ("models", "datasets"))
+
+
+def test_sigkill_at_20_points_loses_nothing_and_the_next_run_succeeds(fork_server, turku_frame, tmp_path):
+    ws = tmp_path / "ws"
+    survived, registered = [], set()
+    for i, point in enumerate(KILLS):
+        data = write_slice(turku_frame, 1200 + 25 * i, tmp_path / f"slice{i}.csv")  # new data: new dataset versions
+        champion_move = point.startswith("champion.")
+        prefix = f"c{i}" if champion_move else "k"
+        config = small_config(tmp_path / f"run{i}.toml", data, prefix, svm=WEAK_SVM if champion_move else
+                              "kernel = ['linear'], C = [1]")
+        if champion_move:  # a weak SVM holds champion; this run's forest takes it from another model name
+            setup = small_config(tmp_path / f"setup{i}.toml", data, prefix, svm=WEAK_SVM, forest=None)
+            r = fork_server.run("run", "--config", str(setup), "--workspace", str(ws), "--quiet")
+            assert r.code == 0, r.stderr
+        early = faults.POINTS.index(point.split("#")[0]) < faults.POINTS.index("register.locked")
+        before = _lists(fork_server, ws) if early else None
+
+        killed = fork_server.run("run", "--config", str(config), "--workspace", str(ws), "--quiet",
+                                 env={faults.ENV: point})
+        assert killed.signal == signal.SIGKILL, f"{point}: not reached (exit {killed.code}): {killed.stderr[-2000:]}"
+        _check(fork_server, ws)
+        if early:
+            assert _lists(fork_server, ws) == before, f"{point}: killed before registration, yet registered"
+
+        after = fork_server.run("run", "--config", str(config), "--workspace", str(ws), "--quiet", "--json")
+        assert after.code == 0, f"run after a kill at {point} failed: {after.stderr[-2000:]}"
+        result = json.loads(after.stdout)
+        registered |= {(m["name"], m["version"]) for m in result["models"]}
+        if champion_move:  # the interrupted move was finished: the forest holds champion, alone
+            listed = _check(fork_server, ws)["models"]
+            holders = [m["name"] for m in listed if m["name"].startswith(f"{prefix}-") and "champion" in m["aliases"]]
+            assert holders == [f"{prefix}-random_forest"], (point, holders)
+            assert result["champion"]["name"] == f"{prefix}-random_forest"
+        survived.append(point)
+    assert survived == KILLS
+    final = _check(fork_server, ws)
+    present = {(m["name"], v) for m in final["models"] for v in m["versions"]}
+    assert registered <= present  # nothing lost: every successful run's versions are still there
+    print(f"kills survived: {len(survived)}")
