@@ -43,14 +43,18 @@ def run(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Run search trials on the Ray cluster at HOST:PORT (overrides [compute]).")] = None,
 ) -> None:
     """Run the whole pipeline: ingest, features, train, test, package, register."""
     from mlpipe import console
-    from mlpipe.config import load_config
+    from mlpipe.config import load_config, on_ray
     from mlpipe.pipeline import run as run_pipeline
 
     console.set_quiet(quiet)
     cfg = load_config(config, source=source)
+    if ray_address is not None:
+        cfg = on_ray(cfg, ray_address)
     with redirect_stdout(sys.stderr):  # libraries that print must not corrupt the JSON document
         result = run_pipeline(cfg, _workspace(workspace))
     if as_json:

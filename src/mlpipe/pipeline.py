@@ -160,7 +160,8 @@ def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: n
     import mlflow
 
     name = f"{config.registry.model_prefix}-{trained.kind}"
-    with mlflow.start_run(run_name=trained.kind, nested=True) as child:
+    with mlflow.start_run(run_name=trained.kind, nested=True,
+                          experiment_id=mlflow.active_run().info.experiment_id) as child:
         mlflow.set_tags({"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.kind": trained.kind})
         mlflow.log_params({f"version.{k}": v for k, v in provenance.versions().items()})
         mlflow.log_params({f"dataset.{role}.{k}": v for role, s in staged.items() for k, v in
