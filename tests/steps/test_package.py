@@ -99,7 +99,7 @@ def test_lightgbm_splits_between_adjacent_float32_values_survive_onnx():
     y = (column == b).astype(int)
     pipeline = Pipeline([("model", LGBMClassifier(n_estimators=5, min_child_samples=5, verbose=-1))]).fit(X, y)
     threshold = pipeline.named_steps["model"].booster_.dump_model()["tree_info"][0]["tree_structure"]["threshold"]
-    assert a < threshold < b and np.float32(threshold) == b
+    assert float(a) < threshold < float(b) and np.float32(threshold) == b
     labels, proba = package.predict_onnx(package._sklearn_graph(pipeline, 2).SerializeToString(), X)
     assert (labels == pipeline.predict(X)).all()
     assert np.abs(proba - pipeline.predict_proba(X)[:, 1]).max() < 1e-6
