@@ -50,11 +50,13 @@ def run(
     from mlpipe import console
     from mlpipe.config import load_config, on_ray
     from mlpipe.pipeline import run as run_pipeline
+    from mlpipe.search import check_compute
 
     console.set_quiet(quiet)
     cfg = load_config(config, source=source)
     if ray_address is not None:
         cfg = on_ray(cfg, ray_address)
+    check_compute(cfg.compute)  # before any work: a Ray head that is not there is bad input
     with redirect_stdout(sys.stderr):  # libraries that print must not corrupt the JSON document
         result = run_pipeline(cfg, _workspace(workspace))
     if as_json:

@@ -152,19 +152,11 @@ class RayRunner:
     """Fold fits as Ray tasks on the cluster at ``address``; the data is put in its object store once."""
 
     def __init__(self, address: str, template, X, y, folds, want_decision: bool):
-        _require_ray()
-        host, port = _check_reachable(address)
-        if host in ("127.0.0.1", "localhost", "::1"):
-            # Ray swaps a loopback address for the machine's network IP unless told that this is a one-machine
-            # cluster; a head started on 127.0.0.1 with the same variable listens on loopback only.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        host, port = check_compute(ComputeConfig(backend="ray", address=address))
         import ray
 
-        import mlpipe
-
-        try:
-            ray.init(address=f"{host}:{port}", log_to_driver=False, logging_level="ERROR",
-                     runtime_env={"py_modules": [mlpipe]})  # the workers need not have mlpipe installed
+        try:  # the workers import mlpipe.search: mlpipe is installed on every node, like scikit-learn
+            ray.init(address=f"{host}:{port}", log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, TimeoutError, ValueError) as e:
             raise ConfigError(f"compute.address {address!r}: cannot connect to a Ray cluster: "
                               f"{' '.join(str(e).split())[:300]}") from None
@@ -183,8 +175,21 @@ class RayRunner:
         self.ray.shutdown()
 
 
-def _check_reachable(address: str) -> tuple[str, int]:
-    """Fail fast, naming the key, when nothing listens at ``address`` (Ray itself would retry for minutes)."""
+def check_compute(compute: ComputeConfig) -> tuple[str, int] | None:
+    """Fail fast, naming the key, when trials cannot go where ``compute`` says: Ray missing, or nothing
+    listening at its address (Ray itself would retry for minutes). Returns the Ray head's (host, port)."""
+    if compute.backend != "ray":
+        return None
+    _require_ray()
+    host, port = _reachable(compute.address)
+    if host in ("127.0.0.1", "localhost", "::1"):
+        # Ray swaps a loopback address for the machine's network IP unless told that this is a one-machine
+        # cluster; a head started on 127.0.0.1 with the same variable listens on loopback only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    return host, port
+
+
+def _reachable(address: str) -> tuple[str, int]:
     host, _, port = address.strip().rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
