@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,8 +99,78 @@ def seed_procedure(csv: Path) -> dict:
             "seconds": {"grid_search": t_grid, "svm_refit": t_svc, "random_forest": t_rf}}
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--seed-only"]:
+def mlpipe_run(csv: Path, workspace: Path) -> dict:
+    """``mlpipe run`` end to end in a fresh workspace, timed around the whole command (start-up included)."""
+    cmd = [sys.executable, "-m", "mlpipe", "run", "--config", str(CONFIG), "--source", str(csv),
+           "--workspace", str(workspace), "--json"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"mlpipe run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout)
+    f1 = {m["kind"]: m["metrics"]["f1"] for m in result["models"] if m["kind"] != "baseline"}
+    champion = next(m for m in result["models"] if m["name"] == result["champion"]["name"])
+    steps = {m.group(2): float(m.group(3)) for m in re.finditer(r"(✓) (.+?) \((\d+\.\d+) s\)", proc.stderr)}
+    return {"wall_s": wall, "f1": f1, "champion": champion["kind"], "best_f1": champion["metrics"]["f1"],
+            "train_rows": result["ingest"]["train_rows"], "test_rows": result["ingest"]["test_rows"],
+            "steps_s": steps}
+
+
+def bench(size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "d.csv"
-        tiled(int(sys.argv[2])).to_csv(path, index=False)
-        print(json.dumps(seed_procedure(path), indent=2, default=str))
+        csv = Path(tmp) / f"turku_x{size}.csv"
+        tiled(size).to_csv(csv, index=False)
+        rows = sum(1 for _ in open(csv)) - 1
+        print(f"size {size}: {rows} rows; seed procedure ...", file=sys.stderr, flush=True)
+        seed = seed_procedure(csv)
+        print(f"  seed {seed['wall_s']:.1f} s, F1 {seed['f1']}; mlpipe run ...", file=sys.stderr, flush=True)
+        ours = mlpipe_run(csv, Path(tmp) / "ws")
+        print(f"  mlpipe {ours['wall_s']:.1f} s, F1 {ours['f1']}", file=sys.stderr, flush=True)
+    return {"size": size, "rows": rows, "seed": seed, "mlpipe": ours, "speedup": seed["wall_s"] / ours["wall_s"],
+            "f1_margin": ours["best_f1"] - seed["best_f1"]}
+
+
+def report(results: list[dict], command: str) -> str:
+    lines = [f"# mlpipe run vs the seed's training procedure", "",
+             f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
+             f"- machine: {os.cpu_count()} cores (nproc), {platform.processor() or platform.machine()}, "
+             f"Python {platform.python_version()}",
+             f"- command: `{command}`", f"- mlpipe config: `{CONFIG.relative_to(REPO)}`", "",
+             "| size | rows | seed wall s | mlpipe wall s | speed-up | seed test macro F1 (svm / rf / best) | "
+             "mlpipe test macro F1 (per model; champion) | F1 margin |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        s, m = r["seed"], r["mlpipe"]
+        ours = ", ".join(f"{k} {v:.4f}" for k, v in m["f1"].items())
+        lines.append(f"| {r['size']}x | {r['rows']} | {s['wall_s']:.1f} | {m['wall_s']:.1f} | {r['speedup']:.2f}x | "
+                     f"{s['f1']['svm']:.4f} / {s['f1']['random_forest']:.4f} / {s['best_f1']:.4f} | "
+                     f"{ours}; {m['champion']} {m['best_f1']:.4f} | {r['f1_margin']:+.4f} |")
+    lines += ["", "Where the time goes:", ""]
+    for r in results:
+        s, m = r["seed"], r["mlpipe"]
+        lines.append(f"- {r['size']}x seed: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["seconds"].items())
+                     + f" (grid search on {s['train_rows']} rows; best {s['svm_best_params']})")
+        lines.append(f"- {r['size']}x mlpipe: " + ", ".join(f"{k} {v:.1f} s" for k, v in m["steps_s"].items())
+                     + f" ({m['train_rows']} training rows)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, action="append", help="1 = the CSV as it is, 4 = book scale (default: both)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_vs_seed")
+    args = parser.parse_args()
+    results = [bench(size) for size in (args.size or [1, 4])]
+    command = "PYTHONPATH=src python3 bench/train_vs_seed.py" + "".join(f" --size {s}" for s in (args.size or []))
+    text = report(results, command)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"nproc": os.cpu_count(), "command": command,
+                                                         "results": results}, indent=2, default=str))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

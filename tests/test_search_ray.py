@@ -156,3 +156,9 @@ def test_an_address_where_no_head_listens_is_a_config_error(turku_small, tmp_pat
     assert proc.stderr.startswith("error: compute.address '127.0.0.1:") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "ws").exists()  # failed before any work: nothing registered
+
+
+def test_a_malformed_ray_address_is_a_config_error(tmp_path):
+    _need_ray()
+    proc = mlpipe("run", "--ray-address", "no-port-here", "--quiet", workspace=tmp_path / "ws")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: compute.address 'no-port-here': expected HOST:PORT")

@@ -63,7 +63,7 @@ KINDS: dict[str, ModelKind] = {
                           {"num_leaves": Range(low=7, high=255, log=True),
                            "learning_rate": Range(low=0.01, high=0.3, log=True),
                            "n_estimators": Range(low=50, high=800, log=True),
-                           "min_child_samples": Range(low=5, high=200, log=True)}, {"n_jobs": -1}),
+                           "min_child_samples": Range(low=5, high=200, log=True)}),
 }
 
 
