@@ -52,8 +52,19 @@ def test_source_override_wins(tmp_path):
     (BASE + "\n[models.svm]\nstrategy = \"annealing\"\n", r"key 'models.svm.strategy'"),
     (BASE.replace('timestamp = "t"\n', ''), r"key 'data.timestamp': required key is missing"),
     ("this is = not toml [", r"not valid TOML"),
+    (BASE + "\n[models.svm]\nstrategy = \"tpe\"\nspace = {C = {low = 10, high = 1}}\n",
+     r"key 'models.svm.space.C': low \(10\) must be below high \(1\)"),
+    (BASE + "\n[models.svm]\nstrategy = \"random\"\nspace = {C = {low = 0, high = 1, log = true}}\n",
+     r"key 'models.svm.space.C': a log range needs low > 0"),
+    (BASE + "\n[models.svm]\nspace = {C = {low = 1, high = 10}}\n", r"key 'models.svm'.*'grid' needs a list"),
+    (BASE + "\n[models.svm]\nstrategy = \"tpe\"\nspace = {C = \"big\"}\n", r"key 'models.svm.space.C'"),
+    (BASE + "\n[models.svm]\ntrials = 0\n", r"key 'models.svm.trials'"),
+    (BASE + "\n[models.svm]\ntimeout_s = -1\n", r"key 'models.svm.timeout_s'"),
+    (BASE + "\n[compute]\nbackend = \"ray\"\n", r"key 'compute': backend 'ray' needs an address"),
+    (BASE + "\n[compute]\nbackend = \"spark\"\n", r"key 'compute.backend'"),
 ], ids=["typo", "wrong-type", "out-of-range", "horizon", "two-rules", "unknown-kind", "unknown-strategy",
-        "missing-key", "not-toml"])
+        "missing-key", "not-toml", "range-order", "log-range", "grid-range", "space-type", "trials", "timeout",
+        "ray-without-address", "unknown-backend"])
 def test_bad_configs_name_the_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match) as info:
         load_config(write(tmp_path, text))
@@ -63,3 +74,23 @@ def test_bad_configs_name_the_key(tmp_path, text, match):
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_search_settings_and_ranges_parse(tmp_path):
+    from mlpipe.config import Range, on_ray
+
+    config = load_config(write(tmp_path, BASE + """
+[models.lightgbm]
+strategy = "halving"
+factor = 2
+space = {num_leaves = {low = 8, high = 64, log = true}, learning_rate = {low = 0.01, high = 0.3}, max_bin = [63]}
+[compute]
+n_jobs = 2
+"""))
+    settings = config.model("lightgbm")
+    assert settings.strategy == "halving" and settings.factor == 2 and settings.seed == 0
+    assert settings.space["num_leaves"] == Range(low=8, high=64, log=True) and settings.space["num_leaves"].is_int
+    assert not settings.space["learning_rate"].is_int and settings.space["max_bin"] == [63]
+    assert config.model("svm").strategy == "grid" and config.compute.backend == "local"
+    ray = on_ray(config, " 127.0.0.1:6379 ").compute
+    assert (ray.backend, ray.address, ray.n_jobs) == ("ray", "127.0.0.1:6379", 2)

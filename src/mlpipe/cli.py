@@ -73,15 +73,21 @@ def run(
     tracking_uri: TrackingOpt = None,
     datasets_uri: DatasetsUriOpt = None,
     artifact_location: ArtifactsOpt = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Run search trials on the Ray cluster at HOST:PORT (overrides [compute]).")] = None,
 ) -> None:
     """Run the whole pipeline: ingest, features, train, test, package, register."""
     from mlpipe import console
-    from mlpipe.config import load_config
+    from mlpipe.config import load_config, on_ray
     from mlpipe.pipeline import run as run_pipeline
+    from mlpipe.search import check_compute
     from mlpipe.workspace import run_workspace
 
     console.set_quiet(quiet)
     cfg = load_config(config, source=source)
+    if ray_address is not None:
+        cfg = on_ray(cfg, ray_address)
+    check_compute(cfg.compute)  # before any work: a Ray head that is not there is bad input
     ws = run_workspace(workspace, cfg, tracking_uri=tracking_uri, datasets_uri=datasets_uri,
                        artifact_location=artifact_location)
     with redirect_stdout(sys.stderr):  # libraries that print must not corrupt the JSON document

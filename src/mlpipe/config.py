@@ -7,12 +7,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from mlpipe.errors import ConfigError
 
 BUILTIN_CONFIG = Path(__file__).parent / "configs" / "weather.toml"
-MODEL_KINDS = ("svm", "random_forest")
+MODEL_KINDS = ("svm", "random_forest", "lightgbm")
+STRATEGIES = ("grid", "random", "tpe", "halving")
 Scalar = Union[bool, int, float, str]
 
 
@@ -144,11 +146,38 @@ class RegistryConfig(_Strict):
     model_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "weather"
 
 
+class Range(_Strict):
+    """A searched range: ``{low = 0.01, high = 100, log = true}``; integers when ``low`` and ``high`` both are."""
+
+    low: Union[int, float]
+    high: Union[int, float]
+    log: bool = False
+    step: Union[int, float, None] = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        if self.step is not None and (self.step <= 0 or self.log):
+            raise ValueError("step must be > 0 and cannot be combined with log")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high)) and (self.step is None or isinstance(self.step, int))
+
+
 class ModelConfig(_Strict):
     enabled: bool = True
-    strategy: Literal["grid"] = "grid"
-    space: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
-    """Hyperparameters to search: name -> candidate values. None: the kind's default space."""
+    strategy: Literal["grid", "random", "tpe", "halving"] = "grid"
+    """grid: every combination; random / tpe (Optuna): ``trials`` samples; halving: successive halving of the
+    grid (or of ``trials`` random samples when the space has ranges) on growing fractions of the rows."""
+    space: dict[str, Annotated[Union[Annotated[list[Scalar], Field(min_length=1), Tag("values")],
+                                     Annotated[Range, Tag("range")]],
+                               Discriminator(lambda v: "range" if isinstance(v, (dict, Range)) else "values")]] | None = None
+    """Hyperparameters to search: name -> list of candidate values, or a Range table. None: the kind's default."""
     params: dict[str, Scalar] = {}
     """Fixed hyperparameters, applied to every candidate."""
     @field_validator("space", "params")
@@ -164,6 +193,28 @@ class ModelConfig(_Strict):
     """Decision threshold on the positive-class probability: "tuned" = chosen on the time-ordered CV folds of
     the training split for ``threshold_metric``; "default" = the estimator's own ``predict``; or a number."""
     threshold_metric: Literal["f1_macro", "f1", "balanced_accuracy", "accuracy"] = "f1_macro"
+    trials: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """Budget: parameter sets to try (random, tpe; halving with ranges). Default 20."""
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    """Budget: start no new batch of trials after this many seconds (the result then depends on speed)."""
+    seed: int = 0
+    """Seeds the samplers and the halving subsamples: the same seed chooses the same parameters anywhere."""
+    batch: Annotated[int, Field(ge=1, le=1024)] = 8
+    """Trials proposed and run in parallel at once (tpe learns between batches); independent of the cores."""
+    factor: Annotated[int, Field(ge=2, le=10)] = 3
+    """halving: keep the best 1/factor of the candidates at each rung, on factor times more rows."""
+    min_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    """halving: fraction of each fold's training rows at the first rung. Default: the last rung that still
+    compares candidates uses 1/factor of the rows."""
+
+    @model_validator(mode="after")
+    def _grid_needs_lists(self) -> "ModelConfig":
+        if self.strategy == "grid" and self.space:
+            for name, values in self.space.items():
+                if isinstance(values, Range):
+                    raise ValueError(f"space.{name}: strategy 'grid' needs a list of values; "
+                                     f"use strategy 'random', 'tpe' or 'halving' for ranges")
+        return self
 
 
 class TrackingConfig(_Strict):
@@ -206,6 +257,24 @@ class DatasetsConfig(_Strict):
         return v
 
 
+class ComputeConfig(_Strict):
+    """Where search trials run: this machine's cores, or a Ray cluster."""
+
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    """Ray: the cluster's address (``host:port`` of a head started with ``ray start --head``)."""
+    n_jobs: Annotated[int, Field(ge=-1)] = -1
+    """local: parallel trial fits; -1 = all cores."""
+
+    @model_validator(mode="after")
+    def _address(self) -> "ComputeConfig":
+        if self.backend == "ray" and not self.address:
+            raise ValueError("backend 'ray' needs an address (or mlpipe run --ray-address HOST:PORT)")
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be -1 (all cores) or a positive number")
+        return self
+
+
 class Config(_Strict):
     data: DataConfig
     target: TargetConfig
@@ -215,6 +284,7 @@ class Config(_Strict):
     models: dict[str, ModelConfig] = {}
     tracking: TrackingConfig = TrackingConfig()
     datasets: DatasetsConfig = DatasetsConfig()
+    compute: ComputeConfig = ComputeConfig()
 
     @property
     def model_features(self) -> list[str]:
@@ -247,8 +317,20 @@ class Config(_Strict):
         return self.models.get(kind, ModelConfig())
 
 
+def on_ray(config: Config, address: str) -> Config:
+    """``config`` with its search trials sent to the Ray cluster at ``address``."""
+    if not address.strip():
+        raise ConfigError("--ray-address: empty address; give HOST:PORT of a Ray head")
+    compute = config.compute.model_copy(update={"backend": "ray", "address": address.strip()})
+    return config.model_copy(update={"compute": compute})
+
+
 def _loc(err: dict) -> str:
-    return ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    """The TOML key of a validation error (without pydantic's union tags such as a space entry's 'range')."""
+    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    if len(loc) >= 5 and loc[0] == "models" and loc[2] == "space" and loc[4] in ("values", "range"):
+        del loc[4]
+    return ".".join(loc)
 
 
 def load_config(path: str | os.PathLike | None = None, *, source: str | None = None) -> Config:

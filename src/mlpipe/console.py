@@ -9,6 +9,7 @@ from typing import Iterator
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+_status = None  # the spinner of the running step, paused while a progress bar shows
 
 
 def set_quiet(quiet: bool) -> None:
@@ -22,7 +23,31 @@ def info(message: str) -> None:
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """Show a spinner while a step runs, then its duration."""
+    global _status
     started = time.perf_counter()
-    with console.status(f"[bold]{name}[/] …"):
-        yield
+    with console.status(f"[bold]{name}[/] …") as status:
+        _status = status
+        try:
+            yield
+        finally:
+            _status = None
     console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - started:.1f} s)[/]")
+
+
+@contextmanager
+def progress_bar(columns: list) -> Iterator[object | None]:
+    """A Rich progress display with ``columns`` (None when quiet), in place of the step's spinner meanwhile."""
+    if console.quiet:
+        yield None
+        return
+    from rich.progress import Progress
+
+    status = _status
+    if status is not None:
+        status.stop()
+    try:
+        with Progress(*columns, console=console) as bar:
+            yield bar
+    finally:
+        if status is not None:
+            status.start()

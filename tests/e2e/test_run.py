@@ -18,7 +18,7 @@ def test_run_json_follows_the_contract(run_workspace):
     for d in result["datasets"].values():
         assert d["version"] >= 1 and len(d["digest"]) == 64 and d["rows"] > 0
     kinds = {m["kind"]: m for m in result["models"]}
-    assert set(kinds) == {"baseline", "svm", "random_forest"}
+    assert set(kinds) == {"baseline", "svm", "random_forest", "lightgbm"}
     for m in result["models"]:
         assert m["name"] == f"turku-{m['kind']}" and m["version"] >= 1 and len(m["onnx_sha256"]) == 64
         assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(m["metrics"])
@@ -85,7 +85,8 @@ def test_builtin_pipeline_labels_each_station_by_time(nyc_slice, tmp_path):
     ws = tmp_path / "ws"
     result = json.loads(mlpipe("run", "--source", str(nyc_slice), "--json", "--quiet", workspace=ws,
                                check=True).stdout)
-    assert {m["name"] for m in result["models"]} == {"weather-baseline", "weather-svm", "weather-random_forest"}
+    assert {m["name"] for m in result["models"]} == {"weather-baseline", "weather-svm", "weather-random_forest",
+                                                     "weather-lightgbm"}
     mlpipe("datasets", "download", "weather-processed", "--dest", str(tmp_path / "p"), workspace=ws, check=True)
     processed = pd.read_parquet(tmp_path / "p" / "data.parquet")
     raw = weather.assign(t=pd.to_datetime(weather["time_hour"], utc=True)).set_index(["origin", "t"])["precip"]

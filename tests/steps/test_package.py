@@ -1,5 +1,6 @@
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 
 from mlpipe.config import Config
@@ -7,7 +8,7 @@ from mlpipe.errors import ParityError
 from mlpipe.steps import package
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.features import make_pipeline
-from mlpipe.steps.train import Trained, train_baseline
+from mlpipe.steps.train import Trained, platt_scale, time_folds, train_baseline
 
 
 def config(target: dict) -> Config:
@@ -24,15 +25,27 @@ def data():
     return X.astype(np.float32), y
 
 
-@pytest.mark.parametrize("estimator", ["random_forest", "svm"])
-def test_onnx_graph_matches_scikit_learn(data, estimator):
+def _fitted(kind: str, X, y):
+    from lightgbm import LGBMClassifier
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.svm import SVC
 
+    if kind == "svm_platt":  # Platt scaling fitted on out-of-fold decision values, as train_model does
+        folds = time_folds(pd.Series(pd.date_range("2021-01-01", periods=len(y), freq="h")), 3, pd.Timedelta(0))
+        decision = [(va, make_pipeline(SVC()).fit(X[tr], y[tr]).decision_function(X[va])) for tr, va in folds]
+        pipeline = make_pipeline(SVC()).fit(X, y)
+        platt_scale(pipeline.named_steps["model"], decision, y)
+        return pipeline
+    est = {"random_forest": lambda: RandomForestClassifier(n_estimators=30, max_depth=10, random_state=0),
+           "svm": lambda: SVC(probability=True, random_state=0),
+           "lightgbm": lambda: LGBMClassifier(n_estimators=100, random_state=0, n_jobs=1, verbose=-1)}[kind]()
+    return make_pipeline(est).fit(X, y)
+
+
+@pytest.mark.parametrize("estimator", ["random_forest", "svm", "svm_platt", "lightgbm"])
+def test_onnx_graph_matches_scikit_learn(data, estimator):
     X, y = data
-    est = RandomForestClassifier(n_estimators=30, max_depth=10, random_state=0) if estimator == "random_forest" \
-        else SVC(probability=True, random_state=0)
-    pipeline = make_pipeline(est).fit(X[:1500], y[:1500])
+    pipeline = _fitted(estimator, X[:1500], y[:1500])
     onnx_bytes = package.to_onnx(Trained(estimator, pipeline, {}, None, 0.0), config({"above": 0.0}))
     model = onnx.load_from_string(onnx_bytes)
     assert [i.name for i in model.graph.input] == ["input"]
@@ -70,3 +83,23 @@ def test_parity_check_refuses_a_model_that_disagrees(data):
     wrong = 1 - labels
     with pytest.raises(ParityError, match="agree with scikit-learn on only"):
         package.check_parity("baseline", onnx_bytes, X, y, wrong, proba, classification_metrics(y, wrong, proba))
+
+
+def test_lightgbm_splits_between_adjacent_float32_values_survive_onnx():
+    """LightGBM splits at a double midway between two adjacent float32 values; ONNX stores thresholds as float32,
+    and the nearest float32 may be the upper value, which would then take the other branch."""
+    from lightgbm import LGBMClassifier
+    from sklearn.pipeline import Pipeline
+
+    a = np.nextafter(np.float32(1), np.float32(2))
+    b = np.nextafter(a, np.float32(2))  # the midpoint of a and b rounds (to even) to b
+    rng = np.random.default_rng(0)
+    column = np.where(rng.random(400) < 0.5, a, b).astype(np.float32)
+    X = np.column_stack([column, rng.normal(size=400).astype(np.float32)])
+    y = (column == b).astype(int)
+    pipeline = Pipeline([("model", LGBMClassifier(n_estimators=5, min_child_samples=5, verbose=-1))]).fit(X, y)
+    threshold = pipeline.named_steps["model"].booster_.dump_model()["tree_info"][0]["tree_structure"]["threshold"]
+    assert float(a) < threshold < float(b) and np.float32(threshold) == b
+    labels, proba = package.predict_onnx(package._sklearn_graph(pipeline, 2).SerializeToString(), X)
+    assert (labels == pipeline.predict(X)).all()
+    assert np.abs(proba - pipeline.predict_proba(X)[:, 1]).max() < 1e-6

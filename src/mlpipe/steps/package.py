@@ -49,6 +49,8 @@ def _sklearn_graph(pipeline, n_features: int):
     from skl2onnx.common.data_types import FloatTensorType
 
     estimator = pipeline.steps[-1][1]
+    if type(estimator).__module__.startswith("lightgbm"):
+        _register_lightgbm()
     return convert_sklearn(
         pipeline,
         initial_types=[(INPUT, FloatTensorType([None, n_features]))],
@@ -77,6 +79,54 @@ def _label_from_threshold(model, threshold: float) -> None:
     ])
     label.type.tensor_type.elem_type = TensorProto.INT64
     helper.set_model_props(model, {"mlpipe.decision_threshold": repr(threshold)})
+
+
+def _register_lightgbm() -> None:
+    """LightGBM inside a scikit-learn pipeline: skl2onnx's documented path, with onnxmltools' converter."""
+    from lightgbm import LGBMClassifier
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
+                                _convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+                                overwrite=True)
+
+
+def _convert_lightgbm(scope, operator, container):
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+    model = operator.raw_operator
+    operator.raw_operator = _Float32Splits(model)
+    try:
+        convert_lightgbm(scope, operator, container)
+    finally:
+        operator.raw_operator = model
+
+
+class _Float32Splits:
+    """A fitted LGBMClassifier as onnxmltools sees it, each split threshold ``t`` (a double) replaced by the
+    largest float32 <= t. The pipeline feeds the model float32 values, and for those ``x <= t`` exactly when
+    ``x <= that float32``; rounded to the nearest float32 instead (as ONNX stores thresholds) a value lying
+    just above ``t`` would take the other branch."""
+
+    is_mock = True  # onnxmltools then reads dump_model()
+
+    def __init__(self, model):
+        self.model, self.booster_ = model, self
+        self.classes_, self.boosting_type = model.classes_, model.boosting_type
+
+    def dump_model(self, *args, **kwargs) -> dict:
+        dump = self.model.booster_.dump_model(*args, **kwargs)
+        stack = [tree["tree_structure"] for tree in dump["tree_info"]]
+        while stack:
+            node = stack.pop()
+            if "split_index" in node:
+                if node.get("decision_type") == "<=":
+                    t = float(node["threshold"])
+                    f = np.float32(t)
+                    node["threshold"] = float(np.nextafter(f, np.float32(-np.inf)) if float(f) > t else f)
+                stack += [node["left_child"], node["right_child"]]
+        return dump
 
 
 def _persistence_graph(config: Config):

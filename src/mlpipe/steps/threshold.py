@@ -29,8 +29,10 @@ def fit_final(pipeline, X: np.ndarray, y: np.ndarray, folds: list, settings: Mod
 
 
 def inner(model):
-    """The fitted pipeline inside a threshold wrapper (or the model itself)."""
-    return getattr(model, "estimator_", model)
+    """The fitted pipeline inside threshold wrappers and FrozenEstimator (or the model itself)."""
+    while hasattr(model, "estimator_") or type(model).__name__ == "FrozenEstimator":
+        model = model.estimator_ if hasattr(model, "estimator_") else model.estimator
+    return model
 
 
 def threshold_of(model) -> float | None:
@@ -39,3 +41,41 @@ def threshold_of(model) -> float | None:
     if hasattr(model, "estimator_") and isinstance(getattr(model, "threshold", None), (int, float)):
         return float(model.threshold)
     return None
+
+
+_METRICS = {
+    "f1_macro": lambda y, p: _sk("f1_score")(y, p, average="macro", zero_division=0),
+    "f1": lambda y, p: _sk("f1_score")(y, p, zero_division=0),
+    "balanced_accuracy": lambda y, p: _sk("balanced_accuracy_score")(y, p),
+    "accuracy": lambda y, p: _sk("accuracy_score")(y, p),
+}
+
+
+def _sk(name: str):
+    import sklearn.metrics
+
+    return getattr(sklearn.metrics, name)
+
+
+def threshold_from_decisions(model, X: np.ndarray, y: np.ndarray, decisions: list[tuple[np.ndarray, np.ndarray]],
+                             settings: ModelConfig):
+    """The threshold of a Platt-scaled SVC, chosen on the search's out-of-fold decision values (each from a
+    model trained on that fold's past only) mapped through the fitted sigmoid: no extra fits. The fitted
+    model is wrapped, frozen, in scikit-learn's FixedThresholdClassifier."""
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    if settings.threshold == "default":
+        return model, None
+    if settings.threshold == "tuned":
+        svc = model.named_steps["model"]
+        f = np.concatenate([d for _, d in decisions])
+        truth = y[np.concatenate([idx for idx, _ in decisions])]
+        proba = 1.0 / (1.0 + np.exp(svc._probA[0] * f - svc._probB[0]))  # P(label 1), libsvm's Platt form
+        score = _METRICS[settings.threshold_metric]
+        candidates = np.unique(np.quantile(proba, np.linspace(0.0, 1.0, 201)))
+        threshold = float(max(candidates, key=lambda t: score(truth, (proba >= t).astype(int))))
+    else:
+        threshold = float(settings.threshold)
+    wrapped = FixedThresholdClassifier(FrozenEstimator(model), threshold=threshold, response_method="predict_proba")
+    return wrapped.fit(X, y), threshold

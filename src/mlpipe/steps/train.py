@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from mlpipe.config import Config, TargetConfig
+from mlpipe import console, search
+from mlpipe.config import Config, Range, TargetConfig
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
-from mlpipe.steps.threshold import fit_final, inner
+from mlpipe.steps.threshold import fit_final, inner, threshold_from_decisions
 
 BASELINE = "baseline"
 
@@ -22,9 +23,14 @@ class ModelKind:
     """How to build one kind of model and what to search by default."""
 
     make: Callable[[], Any]
-    space: dict[str, list]
-    final_params: dict[str, Any]
-    """Set only for the one refit on all training rows (e.g. SVC's probability calibration)."""
+    grid: dict[str, list]
+    """The default space of strategies grid and halving."""
+    ranges: dict[str, Any]
+    """The default space of strategies random and tpe: wider, with ranges."""
+    final_params: dict[str, Any] = field(default_factory=dict)
+    """Set only for the one refit on all training rows (e.g. all cores for a forest)."""
+    platt: bool = False
+    """Probabilities by Platt scaling of the search's out-of-fold decision values (no extra fits)."""
 
 
 def _svm():
@@ -42,9 +48,26 @@ def _random_forest():
     return RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0, n_jobs=1)
 
 
+def _lightgbm():
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(n_estimators=200, learning_rate=0.05, num_leaves=31, random_state=0, n_jobs=1,
+                          deterministic=True, force_row_wise=True, verbose=-1)
+
+
 KINDS: dict[str, ModelKind] = {
-    "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]}, {"probability": True}),
-    "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]}, {}),
+    "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]},
+                     {"kernel": ["rbf"], "C": Range(low=0.1, high=100.0, log=True),
+                      "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True),
+    "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]},
+                               {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
+                                "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
+                               {"n_jobs": -1}),
+    "lightgbm": ModelKind(_lightgbm, {"num_leaves": [15, 63]},
+                          {"num_leaves": Range(low=7, high=255, log=True),
+                           "learning_rate": Range(low=0.01, high=0.3, log=True),
+                           "n_estimators": Range(low=50, high=800, log=True),
+                           "min_child_samples": Range(low=5, high=200, log=True)}),
 }
 
 
@@ -68,7 +91,7 @@ class Trained:
     model: Any
     params: dict[str, Any]
     cv_results: pd.DataFrame
-    """One row per candidate: its parameters, mean and std CV macro F1, mean fit time."""
+    """The trials table: one row per trial (and halving rung), see ``search.SearchResult.trials``."""
     fit_seconds: float
 
 
@@ -91,32 +114,57 @@ def time_folds(ts: pd.Series, n_splits: int, horizon: pd.Timedelta) -> list[tupl
 
 
 def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config) -> Trained:
-    """Grid-search ``kind`` over time-ordered folds (macro F1), then fit the best candidate once on all rows."""
-    from sklearn.model_selection import GridSearchCV
-
+    """Search ``kind`` over time-ordered folds (macro F1) as ``models.<kind>`` says, then fit the best
+    parameters once on all rows."""
     spec, settings = KINDS[kind], config.model(kind)
     pipeline = make_pipeline(spec.make())
     _set_params(pipeline, settings.params, f"models.{kind}.params")
-    space = settings.space if settings.space is not None else spec.space
-    grid = {f"model__{k}": v for k, v in space.items()}
-    _check_names(pipeline, grid, f"models.{kind}.space")
+    space = settings.space if settings.space is not None else (
+        spec.grid if settings.strategy in ("grid", "halving") else spec.ranges)
+    _check_names(pipeline, space, f"models.{kind}.space")
+    _check_values(pipeline, space, f"models.{kind}.space")
     folds = time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
     for i, (tr, _) in enumerate(folds):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"cross-validation fold {i + 1} of {len(folds)} has training rows of one class only; "
                             f"give more data or fewer split.cv_folds")
-    search = GridSearchCV(pipeline, grid, scoring="f1_macro", cv=folds, refit=False, n_jobs=-1,
-                          error_score="raise")
-    search.fit(X, y)
-    best = {k.removeprefix("model__"): _plain(v) for k, v in search.best_params_.items()}
+    with console.progress_bar(search.progress_columns()) as bar:
+        result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
+                               want_decision=spec.platt, progress=search.Progress(f"search {kind}", bar))
+    best = {k: _plain(v) for k, v in result.best_params.items()}
     started = time.perf_counter()
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
-    model, threshold = fit_final(pipeline, X, y, folds, settings)
+    if spec.platt:  # probabilities and threshold from the search's own out-of-fold decision values
+        model = pipeline.fit(X, y)
+        platt_scale(model.named_steps["model"], result.best_decision, y)
+        model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
+    else:
+        model, threshold = fit_final(pipeline, X, y, folds, settings)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold}
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)
-    return Trained(kind, model, params, _cv_table(search.cv_results_), time.perf_counter() - started)
+    return Trained(kind, model, params, result.trials, time.perf_counter() - started)
+
+
+def platt_scale(svc, decision: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray) -> None:
+    """Give a fitted SVC ``predict_proba`` by Platt's sigmoid fitted on out-of-fold decision values -- those of
+    the search's time-ordered validation blocks -- instead of libsvm's 5 extra random-fold fits."""
+    from scipy.optimize import minimize
+
+    f = np.concatenate([d for _, d in decision])
+    t = y[np.concatenate([idx for idx, _ in decision])].astype(np.float64)
+    n_pos, n_neg = t.sum(), len(t) - t.sum()
+    target = np.where(t > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))  # Platt's smoothed targets
+
+    def loss(ab):  # P(y = 1) = 1 / (1 + exp(a f + b)), as in libsvm
+        z = ab[0] * f + ab[1]
+        return float(np.sum(np.logaddexp(0, z) - (1 - target) * z))
+
+    a, b = minimize(loss, x0=[-1.0, 0.0], method="L-BFGS-B").x
+    # libsvm keeps P(class 0) = 1 / (1 + exp(A d + B)) of its own decision value d = -f: A = a, B = -b
+    svc.probability = True
+    svc._probA, svc._probB = np.array([a]), np.array([-b])
 
 
 def _set_params(pipeline, params: dict, key: str) -> None:
@@ -127,6 +175,21 @@ def _set_params(pipeline, params: dict, key: str) -> None:
         raise ConfigError(f"key '{key}': {e}") from None
 
 
+def _check_values(pipeline, space: dict, key: str) -> None:
+    """Every listed value and range end must be a valid value of its hyperparameter (scikit-learn's checks)."""
+    estimator = pipeline.named_steps["model"]
+    if not hasattr(estimator, "_parameter_constraints"):
+        return
+    from sklearn.base import clone
+
+    for name, values in space.items():
+        for value in ([values.low, values.high] if isinstance(values, Range) else values):
+            try:
+                clone(estimator).set_params(**{name: value})._validate_params()
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"key '{key}.{name}': {' '.join(str(e).split())}") from None
+
+
 def _check_names(pipeline, grid: dict, key: str) -> None:
     allowed = pipeline.named_steps["model"].get_params()
     for name in grid:
@@ -134,14 +197,6 @@ def _check_names(pipeline, grid: dict, key: str) -> None:
         if short not in allowed:
             raise ConfigError(f"key '{key}.{short}': unknown hyperparameter; "
                               f"possible: {', '.join(sorted(allowed))}")
-
-
-def _cv_table(results: dict) -> pd.DataFrame:
-    table = pd.DataFrame(results["params"]).rename(columns=lambda c: c.removeprefix("model__"))
-    table["cv_f1_macro_mean"] = results["mean_test_score"]
-    table["cv_f1_macro_std"] = results["std_test_score"]
-    table["fit_seconds_mean"] = results["mean_fit_time"]
-    return table
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,176 @@
+"""Benchmark: the seed pipeline's own training procedure vs ``mlpipe run`` end to end, same data, one invocation.
+
+    PYTHONPATH=src python3 bench/train_vs_seed.py            # sizes 1 and 4, writes bench/results/train_vs_seed.*
+    PYTHONPATH=src python3 bench/train_vs_seed.py --size 1   # just the Turku CSV as it is
+
+Data: the Turku CSV as it is (size 1), or tiled ``size`` times: copy k shifted by 12*k whole years (a multiple
+of 4, so 29 February stays a real date and no timestamp collides), its six continuous features jittered by 1% of
+their standard deviation (fixed seed) and clipped to the column's observed range, so no row repeats. The 0/1
+condition columns are categories and stay as they are.
+
+The seed's procedure ("Engineering MLOps", chapter 4, with the time split of the pipeline issue): sort by time,
+last 20% = test; in the rest a random 80/20 split (random_state=1); StandardScaler; serial
+GridSearchCV(SVC(), {kernel: [linear, rbf], C: [1, 10]}) with its default 5-fold CV (and its default refit);
+an SVC refitted with the best parameters; RandomForestClassifier(max_depth=10, n_estimators=100, random_state=0).
+Label: the CSV's ``Future_weather_condition``, as the seed used it.
+
+mlpipe: ``mlpipe run --config configs/turku_book_label.toml`` in a fresh workspace (ingest, search, test, ONNX,
+register), the same label and features, the same SVM grid and a Random Forest search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+CSV = Path(os.environ.get("MLPIPE_SHARED_DATA", REPO.parent / "shared" / "data")) / "turku_weather_processed.csv"
+CONFIG = REPO / "configs" / "turku_book_label.toml"
+FEATURES = ["Temperature_C", "Humidity", "Wind_speed_kmph", "Wind_bearing_degrees", "Visibility_km",
+            "Pressure_millibars", "Current_weather_condition"]
+CONTINUOUS = FEATURES[:6]
+LABEL = "Future_weather_condition"
+YEARS_PER_COPY = 12
+
+
+def tiled(size: int, seed: int = 0) -> pd.DataFrame:
+    """The Turku CSV as it is (size 1) or ``size`` time-shifted, jittered copies of it."""
+    df = pd.read_csv(CSV)
+    if size == 1:
+        return df
+    rng = np.random.default_rng(seed)
+    ts = pd.to_datetime(df["Timestamp"])
+    std, lo, hi = df[CONTINUOUS].std(), df[CONTINUOUS].min(), df[CONTINUOUS].max()
+    copies = [df]
+    for k in range(1, size):
+        c = df.copy()
+        c["Timestamp"] = (ts + pd.DateOffset(years=YEARS_PER_COPY * k)).dt.strftime("%Y-%m-%d %H:%M:%S")
+        noise = rng.normal(size=(len(c), len(CONTINUOUS))) * (0.01 * std.to_numpy())
+        c[CONTINUOUS] = (c[CONTINUOUS].to_numpy() + noise).clip(lo.to_numpy(), hi.to_numpy())
+        copies.append(c)
+    return pd.concat(copies, ignore_index=True)
+
+
+def seed_procedure(csv: Path) -> dict:
+    """The seed's training, timed from reading the CSV to the last test score."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import GridSearchCV, train_test_split
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    started = time.perf_counter()
+    df = pd.read_csv(csv)
+    df = df.iloc[np.argsort(pd.to_datetime(df["Timestamp"]).to_numpy(), kind="stable")]
+    n_test = int(round(0.2 * len(df)))
+    train, test = df.iloc[:-n_test], df.iloc[-n_test:]
+    X, y = train[FEATURES].to_numpy(), train[LABEL].to_numpy()
+    X_test, y_test = test[FEATURES].to_numpy(), test[LABEL].to_numpy()
+    X_train, _X_val, y_train, _y_val = train_test_split(X, y, test_size=0.2, random_state=1)
+    scaler = StandardScaler()
+    X_train = scaler.fit_transform(X_train)
+    X_test = scaler.transform(X_test)
+    t0 = time.perf_counter()
+    grid = GridSearchCV(SVC(), {"kernel": ("linear", "rbf"), "C": [1, 10]})
+    grid.fit(X_train, y_train)
+    t_grid = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    svc = SVC(**grid.best_params_).fit(X_train, y_train)
+    t_svc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rf = RandomForestClassifier(max_depth=10, n_estimators=100, random_state=0).fit(X_train, y_train)
+    t_rf = time.perf_counter() - t0
+    f1 = {"svm": f1_score(y_test, svc.predict(X_test), average="macro"),
+          "random_forest": f1_score(y_test, rf.predict(X_test), average="macro")}
+    return {"wall_s": time.perf_counter() - started, "train_rows": len(X_train), "test_rows": len(X_test),
+            "svm_best_params": grid.best_params_, "f1": f1, "best_f1": max(f1.values()),
+            "seconds": {"grid_search": t_grid, "svm_refit": t_svc, "random_forest": t_rf}}
+
+
+def mlpipe_run(csv: Path, workspace: Path) -> dict:
+    """``mlpipe run`` end to end in a fresh workspace, timed around the whole command (start-up included)."""
+    cmd = [sys.executable, "-m", "mlpipe", "run", "--config", str(CONFIG), "--source", str(csv),
+           "--workspace", str(workspace), "--json"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"mlpipe run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout)
+    f1 = {m["kind"]: m["metrics"]["f1"] for m in result["models"] if m["kind"] != "baseline"}
+    champion = next(m for m in result["models"] if m["name"] == result["champion"]["name"])
+    steps = {m.group(2): float(m.group(3)) for m in re.finditer(r"(✓) (.+?) \((\d+\.\d+) s\)", proc.stderr)}
+    return {"wall_s": wall, "f1": f1, "champion": champion["kind"], "best_f1": champion["metrics"]["f1"],
+            "train_rows": result["ingest"]["train_rows"], "test_rows": result["ingest"]["test_rows"],
+            "steps_s": steps}
+
+
+def bench(size: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / f"turku_x{size}.csv"
+        tiled(size).to_csv(csv, index=False)
+        rows = sum(1 for _ in open(csv)) - 1
+        print(f"size {size}: {rows} rows; seed procedure ...", file=sys.stderr, flush=True)
+        seed = seed_procedure(csv)
+        print(f"  seed {seed['wall_s']:.1f} s, F1 {seed['f1']}; mlpipe run ...", file=sys.stderr, flush=True)
+        ours = mlpipe_run(csv, Path(tmp) / "ws")
+        print(f"  mlpipe {ours['wall_s']:.1f} s, F1 {ours['f1']}", file=sys.stderr, flush=True)
+    return {"size": size, "rows": rows, "seed": seed, "mlpipe": ours, "speedup": seed["wall_s"] / ours["wall_s"],
+            "f1_margin": ours["best_f1"] - seed["best_f1"]}
+
+
+def report(results: list[dict], command: str) -> str:
+    lines = [f"# mlpipe run vs the seed's training procedure", "",
+             f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
+             f"- machine: {os.cpu_count()} cores (nproc), {platform.processor() or platform.machine()}, "
+             f"Python {platform.python_version()}",
+             f"- command: `{command}`", f"- mlpipe config: `{CONFIG.relative_to(REPO)}`", "",
+             "| size | rows | seed wall s | mlpipe wall s | speed-up | seed test macro F1 (svm / rf / best) | "
+             "mlpipe test macro F1 (per model; champion) | F1 margin |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        s, m = r["seed"], r["mlpipe"]
+        ours = ", ".join(f"{k} {v:.4f}" for k, v in m["f1"].items())
+        lines.append(f"| {r['size']}x | {r['rows']} | {s['wall_s']:.1f} | {m['wall_s']:.1f} | {r['speedup']:.2f}x | "
+                     f"{s['f1']['svm']:.4f} / {s['f1']['random_forest']:.4f} / {s['best_f1']:.4f} | "
+                     f"{ours}; {m['champion']} {m['best_f1']:.4f} | {r['f1_margin']:+.4f} |")
+    lines += ["", "Where the time goes:", ""]
+    for r in results:
+        s, m = r["seed"], r["mlpipe"]
+        lines.append(f"- {r['size']}x seed: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["seconds"].items())
+                     + f" (grid search on {s['train_rows']} rows; best {s['svm_best_params']})")
+        lines.append(f"- {r['size']}x mlpipe: " + ", ".join(f"{k} {v:.1f} s" for k, v in m["steps_s"].items())
+                     + f" ({m['train_rows']} training rows)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, action="append", help="1 = the CSV as it is, 4 = book scale (default: both)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_vs_seed")
+    args = parser.parse_args()
+    results = [bench(size) for size in (args.size or [1, 4])]
+    command = "PYTHONPATH=src python3 bench/train_vs_seed.py" + "".join(f" --size {s}" for s in (args.size or []))
+    text = report(results, command)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"nproc": os.cpu_count(), "command": command,
+                                                         "results": results}, indent=2, default=str))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
