@@ -45,8 +45,13 @@ def test_search_covers_the_grid_and_refits_the_best():
     assert len(trained.cv_results) == 4  # kernel {linear, rbf} x C {1, 10}
     best = trained.cv_results.loc[trained.cv_results["cv_f1_macro_mean"].idxmax()]
     assert trained.params["kernel"] == best["kernel"] and trained.params["C"] == best["C"]
-    assert trained.model.estimator_.named_steps["model"].probability is True
-    assert trained.params["decision_threshold"] == trained.model.best_threshold_
+    from mlpipe.steps.threshold import inner, threshold_of
+
+    assert inner(trained.model).named_steps["model"].probability is True
+    assert trained.params["decision_threshold"] == threshold_of(trained.model)
+    # the threshold came from the search's out-of-fold answers: labels are probabilities over it
+    proba = trained.model.predict_proba(X)[:, 1]
+    assert (trained.model.predict(X) == (proba >= threshold_of(trained.model))).all()
     assert (trained.model.predict(X) == y).mean() > 0.8
 
 

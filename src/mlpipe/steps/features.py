@@ -48,7 +48,7 @@ def _phase(ts: pd.Series, cycle: str) -> np.ndarray:
     hours = ts.dt.hour + ts.dt.minute / 60
     if cycle == "hour_of_day":
         return (hours / 24).to_numpy()
-    return ((ts.dt.dayofyear - 1 + hours / 24) / 365.25).to_numpy()
+    return ((ts.dt.day_of_year - 1 + hours / 24) / 365.25).to_numpy()
 
 
 class _History:
