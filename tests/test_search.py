@@ -8,6 +8,7 @@ from mlpipe import search
 from mlpipe.config import ComputeConfig, Config, ModelConfig
 from mlpipe.errors import ConfigError
 from mlpipe.steps.features import make_pipeline
+from mlpipe.steps.threshold import inner
 from mlpipe.steps.train import time_folds, train_model
 
 
@@ -42,7 +43,7 @@ def test_tpe_runs_the_trial_budget_and_the_same_seed_chooses_the_same(data):
     best = table.loc[table["cv_f1_macro_mean"].idxmax()]
     assert table["best"].sum() == 1 and bool(table.loc[table["cv_f1_macro_mean"].idxmax(), "best"])
     assert first.params["max_depth"] == best["max_depth"]  # the best is what was refitted
-    assert first.model.named_steps["model"].max_depth == best["max_depth"]
+    assert inner(first.model).named_steps["model"].max_depth == best["max_depth"]
     pd.testing.assert_frame_equal(table.drop(columns=["fit_seconds", "worker"]),
                                   second.cv_results.drop(columns=["fit_seconds", "worker"]))
     assert {"cv_f1_macro_std", "fit_seconds", "node", "worker", "params", "rung", "fraction"} <= set(table.columns)
@@ -93,7 +94,7 @@ def test_subsamples_are_seeded_sorted_and_shared_by_a_rung():
 
 def test_svm_probabilities_come_from_out_of_fold_platt_scaling(data):
     X, y, ts = data
-    trained = train_model("svm", X, y, ts, config(svm={"space": {"kernel": ["rbf"], "C": [1]}}))
+    trained = train_model("svm", X, y, ts, config(svm={"space": {"kernel": ["rbf"], "C": [1]}, "threshold": "default"}))
     svc = trained.model.named_steps["model"]
     assert len(svc.probA_) == 1 and svc.probA_[0] < 0  # larger decision values -> more likely positive
     proba = trained.model.predict_proba(X)[:, 1]
@@ -129,3 +130,14 @@ def test_local_runner_records_the_worker_processes(data):
                            ComputeConfig(n_jobs=2), key="models.x.space")
     assert all(w.startswith("pid-") for ws in result.trials["worker"] for w in ws.split(","))
     assert result.best_params["C"] in (0.1, 1.0)
+
+
+def test_the_report_plots_the_searched_hyperparameters_not_the_trials_bookkeeping(data):
+    from mlpipe.report import plots
+
+    X, y, ts = data
+    cfg = config(random_forest={"strategy": "halving", "params": {"n_estimators": 5},
+                                "space": {"max_depth": [2, 4, 8], "min_samples_leaf": [1, 5, 20]}})
+    table = train_model("random_forest", X, y, ts, cfg).cv_results
+    assert plots.searched_params(table) == ["max_depth", "min_samples_leaf"]
+    assert plots.trials(table, "search") is not None

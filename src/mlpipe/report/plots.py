@@ -14,6 +14,7 @@ SCORE, SCORE_STD = "cv_f1_macro_mean", "cv_f1_macro_std"
 MAX_PANELS = 4
 MAX_SERIES = 6
 _NOT_PARAMS = ("cv_", "fit_", "mean_", "std_", "rank_", "score_")
+_TRIAL_COLUMNS = {"trial", "rung", "fraction", "params", "node", "worker", "status", "best"}  # search.py's table
 
 
 def palette(names: Sequence[str]) -> dict[str, str]:
@@ -102,7 +103,7 @@ def importance(table: pd.DataFrame, title: str, colour: str) -> bytes:
 
 def searched_params(cv: pd.DataFrame) -> list[str]:
     """The hyperparameters a search varied (more than one value tried), in table order, at most MAX_PANELS."""
-    params = [c for c in cv.columns if not str(c).startswith(_NOT_PARAMS)]
+    params = [c for c in cv.columns if not str(c).startswith(_NOT_PARAMS) and c not in _TRIAL_COLUMNS]
     return [c for c in params if cv[c].map(str).nunique() > 1][:MAX_PANELS]
 
 
@@ -115,7 +116,7 @@ def trials(cv: pd.DataFrame, title: str) -> bytes | None:
         return None
     fig = _figure(4.2 * len(varied), 3.6)
     axes = np.atleast_1d(fig.subplots(1, len(varied), sharey=True))
-    best = int(np.argmax(cv[SCORE].to_numpy()))
+    best = int(np.flatnonzero(cv["best"].astype(bool))[0]) if "best" in cv else int(np.argmax(cv[SCORE].to_numpy()))
     for ax, param in zip(axes, varied):
         _trials_panel(ax, cv, param, [p for p in varied if p != param], best)
     axes[0].set_ylabel("CV macro F1 (mean ± std over folds)")

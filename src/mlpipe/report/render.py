@@ -120,7 +120,8 @@ def _chosen(m) -> str:
     if m.cv_results is None or m.cv_results.empty:
         return ", ".join(f"{k}: {v}" for k, v in m.params.items())
     searched = plots.searched_params(m.cv_results)
-    best = m.cv_results[plots.SCORE].max() if plots.SCORE in m.cv_results else None
+    cv = m.cv_results[m.cv_results["best"].astype(bool)] if "best" in m.cv_results else m.cv_results
+    best = cv[plots.SCORE].max() if plots.SCORE in cv else None  # the chosen trial's, not a small rung's
     chosen = ", ".join(f"{p}={m.params.get(p)}" for p in searched) or "one candidate"
     return chosen + (f" (CV F1 {best:.4f})" if best is not None else "")
 
