@@ -141,3 +141,22 @@ def test_the_report_plots_the_searched_hyperparameters_not_the_trials_bookkeepin
     table = train_model("random_forest", X, y, ts, cfg).cv_results
     assert plots.searched_params(table) == ["max_depth", "min_samples_leaf"]
     assert plots.trials(table, "search") is not None
+
+
+def test_a_tuned_threshold_comes_from_the_search_folds_with_one_final_fit(data, monkeypatch):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mlpipe.steps.threshold import threshold_of
+
+    X, y, ts = data
+    rare = (X[:, 0] + 0.8 * np.random.default_rng(1).normal(size=len(y)) > 1.4).astype(int)  # ~10% positive
+    fits = []
+    original = RandomForestClassifier.fit
+    monkeypatch.setattr(RandomForestClassifier, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    trained = train_model("random_forest", X, rare, ts,  # the search's fold fits run in worker processes
+                          config(random_forest={"space": {"max_depth": [3, 6]}, "params": {"n_estimators": 20}}))
+    assert len(fits) == 1  # here: only the final fit, no fold refits to tune the threshold
+    threshold = trained.params["decision_threshold"]
+    assert threshold == threshold_of(trained.model) and 0 < threshold < 0.5  # rare positives: a lower cut
+    proba = trained.model.predict_proba(X)[:, 1]
+    assert (trained.model.predict(X) == (proba >= threshold)).all()

@@ -47,7 +47,8 @@ class FoldResult:
     node: str
     worker: str
     decision: np.ndarray = field(repr=False)
-    """The fitted fold model's decision values on its validation rows (for Platt scaling), or empty."""
+    """Out-of-fold scores on the validation rows, if asked for: decision values (for Platt scaling) or
+    positive-class probabilities (for choosing a decision threshold); else empty."""
 
 
 @dataclass
@@ -73,12 +74,12 @@ class SearchResult:
     """One row per evaluated trial (and rung): trial, rung, fraction, the parameters, cv_f1_macro_mean/std,
     fit_seconds (summed over folds), node, worker, status, best."""
     best_decision: list[tuple[np.ndarray, np.ndarray]]
-    """Per fold: (validation row indices, the best trial's decision values on them), if asked for."""
+    """Per fold: (validation row indices, the best trial's out-of-fold scores on them), if asked for."""
 
 
 # --------------------------------------------------------------------------------------------- the fold fit
 
-def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want_decision: bool) -> FoldResult:
+def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want_decision: bool | str) -> FoldResult:
     """Fit ``template`` with ``task.params`` on one fold's (subsampled) training rows; macro F1 on its
     validation rows. Pure: runs the same in this process, a local worker process or a Ray worker."""
     from sklearn.base import clone
@@ -90,7 +91,10 @@ def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want
     started = time.perf_counter()
     model.fit(X[train_idx], y[train_idx])
     fit_seconds = time.perf_counter() - started
-    if want_decision:  # one pass over the validation rows: a binary SVC predicts the sign of its decision
+    if want_decision == "proba":
+        decision = model.predict_proba(X[val_idx])[:, 1].astype(np.float64)
+        predicted = model.predict(X[val_idx])
+    elif want_decision:  # one pass over the validation rows: a binary SVC predicts the sign of its decision
         decision = model.decision_function(X[val_idx]).astype(np.float64)
         predicted = model.classes_[(decision > 0).astype(int)]
     else:
@@ -132,7 +136,7 @@ class Runner(Protocol):
 class LocalRunner:
     """Fold fits in parallel on this machine's cores (joblib's process pool; big arrays are memory-mapped)."""
 
-    def __init__(self, template, X, y, folds, want_decision: bool, n_jobs: int = -1):
+    def __init__(self, template, X, y, folds, want_decision: bool | str, n_jobs: int = -1):
         self.args = (template, X, y, folds)
         self.want_decision = want_decision
         self.n_jobs = n_jobs
@@ -154,7 +158,7 @@ class LocalRunner:
 class RayRunner:
     """Fold fits as Ray tasks on the cluster at ``address``; the data is put in its object store once."""
 
-    def __init__(self, address: str, template, X, y, folds, want_decision: bool):
+    def __init__(self, address: str, template, X, y, folds, want_decision: bool | str):
         host, port = check_compute(ComputeConfig(backend="ray", address=address))
         import ray
 
@@ -211,7 +215,7 @@ def _require_ray() -> None:
         raise ConfigError("compute.backend 'ray' needs Ray: pip install 'mlpipe[ray]'")
 
 
-def make_runner(compute: ComputeConfig, template, X, y, folds, want_decision: bool) -> Runner:
+def make_runner(compute: ComputeConfig, template, X, y, folds, want_decision: bool | str) -> Runner:
     if compute.backend == "ray":
         return RayRunner(compute.address, template, X, y, folds, want_decision)
     return LocalRunner(template, X, y, folds, want_decision, compute.n_jobs)
@@ -221,7 +225,7 @@ def make_runner(compute: ComputeConfig, template, X, y, folds, want_decision: bo
 
 def search(template, space: dict[str, list | Range], settings: ModelConfig, X: np.ndarray, y: np.ndarray,
            folds: list[tuple[np.ndarray, np.ndarray]], compute: ComputeConfig, *, key: str,
-           want_decision: bool = False, progress: "Progress | None" = None) -> SearchResult:
+           want_decision: bool | str = False, progress: "Progress | None" = None) -> SearchResult:
     """Search ``space`` for ``template`` (a pipeline whose last step is ``model``) by ``settings.strategy``,
     scoring macro F1 over ``folds``; return the best parameters and every trial."""
     runner = make_runner(compute, template, X, y, folds, want_decision)

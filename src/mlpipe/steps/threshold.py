@@ -58,20 +58,24 @@ def _sk(name: str):
 
 
 def threshold_from_decisions(model, X: np.ndarray, y: np.ndarray, decisions: list[tuple[np.ndarray, np.ndarray]],
-                             settings: ModelConfig):
-    """The threshold of a Platt-scaled SVC, chosen on the search's out-of-fold decision values (each from a
-    model trained on that fold's past only) mapped through the fitted sigmoid: no extra fits. The fitted
-    model is wrapped, frozen, in scikit-learn's FixedThresholdClassifier."""
+                             settings: ModelConfig, platt: bool = True):
+    """The threshold chosen on the search's out-of-fold answers (each from a model trained on that fold's past
+    only): a Platt-scaled SVC's decision values mapped through its fitted sigmoid, or (``platt=False``) the
+    positive-class probabilities themselves. No extra fits. The fitted model is wrapped, frozen, in
+    scikit-learn's FixedThresholdClassifier."""
     from sklearn.frozen import FrozenEstimator
     from sklearn.model_selection import FixedThresholdClassifier
 
     if settings.threshold == "default":
         return model, None
     if settings.threshold == "tuned":
-        svc = model.named_steps["model"]
         f = np.concatenate([d for _, d in decisions])
         truth = y[np.concatenate([idx for idx, _ in decisions])]
-        proba = 1.0 / (1.0 + np.exp(svc._probA[0] * f - svc._probB[0]))  # P(label 1), libsvm's Platt form
+        if platt:
+            svc = model.named_steps["model"]
+            proba = 1.0 / (1.0 + np.exp(svc._probA[0] * f - svc._probB[0]))  # P(label 1), libsvm's Platt form
+        else:
+            proba = f
         score = _METRICS[settings.threshold_metric]
         candidates = np.unique(np.quantile(proba, np.linspace(0.0, 1.0, 201)))
         threshold = float(max(candidates, key=lambda t: score(truth, (proba >= t).astype(int))))

@@ -13,7 +13,7 @@ from mlpipe import console, search
 from mlpipe.config import Config, Range, TargetConfig
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
-from mlpipe.steps.threshold import fit_final, inner, threshold_from_decisions
+from mlpipe.steps.threshold import inner, threshold_from_decisions
 
 BASELINE = "baseline"
 
@@ -130,7 +130,8 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
                             f"give more data or fewer split.cv_folds")
     with console.progress_bar(search.progress_columns()) as bar:
         result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
-                               want_decision=spec.platt, progress=search.Progress(f"search {kind}", bar))
+                               want_decision=True if spec.platt else "proba" if settings.threshold == "tuned" else False,
+                               progress=search.Progress(f"search {kind}", bar))
     best = {k: _plain(v) for k, v in result.best_params.items()}
     started = time.perf_counter()
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
@@ -138,8 +139,9 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
         model = pipeline.fit(X, y)
         platt_scale(model.named_steps["model"], result.best_decision, y)
         model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
-    else:
-        model, threshold = fit_final(pipeline, X, y, folds, settings)
+    else:  # the threshold from the search's own out-of-fold probabilities: one fit, on all rows
+        model, threshold = threshold_from_decisions(pipeline.fit(X, y), X, y, result.best_decision, settings,
+                                                    platt=False)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold}
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
