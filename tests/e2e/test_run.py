@@ -33,7 +33,11 @@ def test_models_show_has_lineage_and_tags(run_workspace):
                              check=True).stdout)
     assert info["name"] == champion["name"] and info["version"] == champion["version"]
     assert info["aliases"] == ["champion"]
-    assert info["features"][-1] == "Current_weather_condition" and len(info["features"]) == 7
+    from mlpipe.config import load_config
+
+    config = load_config(TURKU_CONFIG)
+    assert info["features"] == config.model_features  # the raw columns, then the derived ones, in input order
+    assert info["features"][6] == "Current_weather_condition" and len(info["features"]) > 7
     for role in ("train", "test"):
         assert info["datasets"][role] == {k: result["datasets"][role][k] for k in ("name", "version", "digest")}
     assert len(info["git_commit"]) in (40, 7) or info["git_commit"] == "unknown"
