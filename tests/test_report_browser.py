@@ -69,7 +69,7 @@ def test_report_renders_with_the_model_table_and_every_image_loaded(run_workspac
         shown: i.getBoundingClientRect().width}))""")
     names = [m["name"] for m in result["models"]]
     searched = [m["name"] for m in result["models"] if m["kind"] != "baseline"]
-    expected = ([f"confusion:{n}" for n in names] + ["roc", "pr"] + [f"importance:{n}" for n in names]
+    expected = ([f"confusion:{n}" for n in names] + ["roc", "pr", "reliability"] + [f"importance:{n}" for n in names]
                 + [f"trials:{n}" for n in searched])
     assert [img["plot"] for img in images] == expected
     for img in images:

@@ -43,10 +43,10 @@ def write_slice(frame: pd.DataFrame, rows: int, path: Path) -> Path:
 
 def small_config(path: Path, source: Path, prefix: str, *, svm: str = "kernel = ['linear'], C = [1]",
                  forest: str | None = "max_depth = [4, 8]", extra: str = "") -> Path:
-    """The Turku config with a small search: one linear SVM, a 2-value forest grid of 20 trees."""
+    """The Turku config with a small search: one linear SVM, a 2-value forest grid of 20 trees, no LightGBM."""
     text = TURKU_CONFIG.read_text().replace('model_prefix = "turku"', f'model_prefix = "{prefix}"')
     text = text.replace('source = "../../shared/data/turku_weather_processed.csv"', f'source = "{source}"')
-    text += f"\n[models.svm]\nspace = {{ {svm} }}\n"
+    text += f"\n[models.svm]\nspace = {{ {svm} }}\n[models.lightgbm]\nenabled = false\n"
     text += ("[models.random_forest]\nenabled = false\n" if forest is None else
              f"[models.random_forest]\nspace = {{ {forest} }}\nparams = {{ n_estimators = 20 }}\n")
     path.write_text(text + extra)

@@ -13,6 +13,7 @@ def classification_metrics(y_true: np.ndarray, labels: np.ndarray, proba: np.nda
     from sklearn.metrics import (accuracy_score, brier_score_loss, precision_recall_fscore_support,
                                  roc_auc_score)
 
+    proba = np.clip(proba, 0.0, 1.0)  # float32 softmax/sigmoid outputs can overshoot 1 by an ulp
     p, r, f, _ = precision_recall_fscore_support(y_true, labels, labels=[0, 1], zero_division=0)
     out = {
         "accuracy": accuracy_score(y_true, labels),
