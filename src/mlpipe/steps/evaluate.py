@@ -44,5 +44,5 @@ def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> dict[s
     """The reliability curve: observed positive rate against mean predicted probability, in quantile bins."""
     from sklearn.calibration import calibration_curve
 
-    observed, predicted = calibration_curve(y_true, proba, n_bins=bins, strategy="quantile")
+    observed, predicted = calibration_curve(y_true, np.clip(proba, 0.0, 1.0), n_bins=bins, strategy="quantile")
     return {"mean_predicted": predicted.tolist(), "fraction_positive": observed.tolist()}

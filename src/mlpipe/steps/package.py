@@ -184,7 +184,7 @@ def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     labels, proba = session.run(list(OUTPUTS), {INPUT: X.astype(np.float32, copy=False)})
-    return labels, proba[:, 1]
+    return labels, np.clip(proba[:, 1], 0.0, 1.0)  # float32 sigmoids can overshoot 1 by an ulp
 
 
 @dataclass(frozen=True)
