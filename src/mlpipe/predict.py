@@ -47,7 +47,7 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
         writer = None
         try:
             for batch in reader.batches:
-                scored = _score(model, batch, input)
+                scored = _score(model, batch)
                 if writer is None:
                     writer = _writer(tmp, scored.schema)
                 writer.write_batch(scored)
@@ -156,7 +156,7 @@ def _check_columns(path: Path, columns: list[str], features: list[str]) -> None:
                         f"{', '.join(features)})")
 
 
-def _score(model, batch, path: Path):
+def _score(model, batch):
     """The batch with the input's ``label``/``probability`` renamed, then the model's two columns."""
     import pyarrow as pa
     import pyarrow.compute as pc
