@@ -5,6 +5,7 @@ wrong digest, no alias on an incomplete version, never two champions; and the ne
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import signal
 
 
@@ -17,7 +18,13 @@ KILLS = [
     "register.datasets", "register.inputs", "register.model.created#2", "register.model.version#2",
     "register.models", "champion.intent", "champion.old_removed", "champion.set", "register.done", "run.ending",
 ]
-WEAK_SVM = "kernel = ['linear'], C = [0.000001]"   # predicts one class: any forest beats it
+WEAK_SVM = "kernel = ['linear'], C = [0.000001]"   # predicts one class (at its own threshold): any forest beats it
+
+
+def weak_svm(path: Path) -> Path:
+    """The SVM keeps its own decision rule: a tuned threshold would rescue even this SVM's ranking."""
+    path.write_text(path.read_text().replace("[models.svm]\n", '[models.svm]\nthreshold = "default"\n', 1))
+    return path
 
 
 def test_kill_points_cover_every_checkpoint():
@@ -48,7 +55,8 @@ def test_sigkill_at_20_points_loses_nothing_and_the_next_run_succeeds(fork_serve
         config = small_config(tmp_path / f"run{i}.toml", data, prefix, svm=WEAK_SVM if champion_move else
                               "kernel = ['linear'], C = [1]")
         if champion_move:  # a weak SVM holds champion; this run's forest takes it from another model name
-            setup = small_config(tmp_path / f"setup{i}.toml", data, prefix, svm=WEAK_SVM, forest=None)
+            weak_svm(config)
+            setup = weak_svm(small_config(tmp_path / f"setup{i}.toml", data, prefix, svm=WEAK_SVM, forest=None))
             r = fork_server.run("run", "--config", str(setup), "--workspace", str(ws), "--quiet")
             assert r.code == 0, r.stderr
         early = faults.POINTS.index(point.split("#")[0]) < faults.POINTS.index("register.locked")
