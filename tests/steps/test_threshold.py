@@ -43,3 +43,23 @@ def test_fixed_and_default_thresholds():
     assert t == 0.3 and (fixed.predict(X) == (fixed.predict_proba(X)[:, 1] >= 0.3)).all()
     plain, t = fit_final(make_pipeline(LogisticRegression()), X, y, folds(len(X)), ModelConfig(threshold="default"))
     assert t is None and threshold_of(plain) is None
+
+
+def test_best_threshold_scores_every_candidate_as_scikit_learn_does():
+    """The one-sort confusion counts give the same choice as scoring each candidate with scikit-learn."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    from mlpipe.steps.threshold import best_threshold
+
+    reference = {"f1_macro": lambda y, q: f1_score(y, q, average="macro", zero_division=0),
+                 "f1": lambda y, q: f1_score(y, q, zero_division=0),
+                 "balanced_accuracy": balanced_accuracy_score, "accuracy": accuracy_score}
+    rng = np.random.default_rng(1)
+    for _ in range(15):
+        n = int(rng.integers(50, 3000))
+        y = (rng.random(n) < rng.uniform(0.05, 0.6)).astype(int)
+        proba = np.round(np.clip(0.5 * y + rng.normal(0.25, 0.3, n), 0, 1), int(rng.integers(1, 4)))  # with ties
+        candidates = np.unique(np.quantile(proba, np.linspace(0, 1, 201)))
+        for metric, score in reference.items():
+            expected = float(max(candidates, key=lambda t: score(y, (proba >= t).astype(int))))
+            assert best_threshold(y, proba, metric) == expected, metric

@@ -43,18 +43,29 @@ def threshold_of(model) -> float | None:
     return None
 
 
-_METRICS = {
-    "f1_macro": lambda y, p: _sk("f1_score")(y, p, average="macro", zero_division=0),
-    "f1": lambda y, p: _sk("f1_score")(y, p, zero_division=0),
-    "balanced_accuracy": lambda y, p: _sk("balanced_accuracy_score")(y, p),
-    "accuracy": lambda y, p: _sk("accuracy_score")(y, p),
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+_METRICS = {  # each from the confusion counts at every candidate threshold at once (arrays)
+    "f1_macro": lambda tp, fp, fn, tn: (_ratio(2 * tp, 2 * tp + fp + fn) + _ratio(2 * tn, 2 * tn + fn + fp)) / 2,
+    "f1": lambda tp, fp, fn, tn: _ratio(2 * tp, 2 * tp + fp + fn),
+    "balanced_accuracy": lambda tp, fp, fn, tn: (_ratio(tp, tp + fn) + _ratio(tn, tn + fp)) / 2,
+    "accuracy": lambda tp, fp, fn, tn: (tp + tn) / (tp + fp + fn + tn),
 }
 
 
-def _sk(name: str):
-    import sklearn.metrics
-
-    return getattr(sklearn.metrics, name)
+def best_threshold(truth: np.ndarray, proba: np.ndarray, metric: str) -> float:
+    """The threshold t (label 1 where ``proba >= t``) among 201 quantiles of ``proba`` that maximises
+    ``metric``; ties go to the lowest. Confusion counts for all candidates come from one sort."""
+    candidates = np.unique(np.quantile(proba, np.linspace(0.0, 1.0, 201)))
+    positives, negatives = np.sort(proba[truth == 1]), np.sort(proba[truth != 1])
+    tp = len(positives) - np.searchsorted(positives, candidates, side="left")  # scores >= t
+    fp = len(negatives) - np.searchsorted(negatives, candidates, side="left")
+    fn, tn = len(positives) - tp, len(negatives) - fp
+    scores = _METRICS[metric](*(a.astype(np.float64) for a in (tp, fp, fn, tn)))
+    return float(candidates[int(np.argmax(scores))])
 
 
 def threshold_from_decisions(model, X: np.ndarray, y: np.ndarray, decisions: list[tuple[np.ndarray, np.ndarray]],
@@ -76,9 +87,7 @@ def threshold_from_decisions(model, X: np.ndarray, y: np.ndarray, decisions: lis
             proba = 1.0 / (1.0 + np.exp(svc._probA[0] * f - svc._probB[0]))  # P(label 1), libsvm's Platt form
         else:
             proba = f
-        score = _METRICS[settings.threshold_metric]
-        candidates = np.unique(np.quantile(proba, np.linspace(0.0, 1.0, 201)))
-        threshold = float(max(candidates, key=lambda t: score(truth, (proba >= t).astype(int))))
+        threshold = best_threshold(truth, proba, settings.threshold_metric)
     else:
         threshold = float(settings.threshold)
     wrapped = FixedThresholdClassifier(FrozenEstimator(model), threshold=threshold, response_method="predict_proba")
