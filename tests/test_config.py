@@ -62,9 +62,10 @@ def test_source_override_wins(tmp_path):
     (BASE + "\n[models.svm]\ntimeout_s = -1\n", r"key 'models.svm.timeout_s'"),
     (BASE + "\n[compute]\nbackend = \"ray\"\n", r"key 'compute': backend 'ray' needs an address"),
     (BASE + "\n[compute]\nbackend = \"spark\"\n", r"key 'compute.backend'"),
+    (BASE.replace('above = 0.0', 'above = 0.0\nnow = "c"'), r"target.now: column 'c' is not in data.features"),
 ], ids=["typo", "wrong-type", "out-of-range", "horizon", "two-rules", "unknown-kind", "unknown-strategy",
         "missing-key", "not-toml", "range-order", "log-range", "grid-range", "space-type", "trials", "timeout",
-        "ray-without-address", "unknown-backend"])
+        "ray-without-address", "unknown-backend", "now-not-a-feature"])
 def test_bad_configs_name_the_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match) as info:
         load_config(write(tmp_path, text))
@@ -94,3 +95,20 @@ n_jobs = 2
     assert config.model("svm").strategy == "grid" and config.compute.backend == "local"
     ray = on_ray(config, " 127.0.0.1:6379 ").compute
     assert (ray.backend, ray.address, ray.n_jobs) == ("ray", "127.0.0.1:6379", 2)
+
+
+def test_the_baseline_carries_the_now_column_forward(tmp_path):
+    """A prepared future label (horizon 0h) is not "now": the baseline reads target.now instead."""
+    import numpy as np
+    import pandas as pd
+
+    from mlpipe.steps import package
+    from mlpipe.steps.train import train_baseline
+
+    config = load_config(write(tmp_path, BASE.replace('features = ["a", "b"]', 'features = ["a", "b", "now"]')
+                               .replace('above = 0.0', 'above = 0.0\nhorizon = "0h"\nnow = "now"')))
+    df = pd.DataFrame({"a": [1.0, -1.0, 2.0], "b": [0.0, 0.0, 0.0], "now": [-1.0, 1.0, 3.0]})
+    trained = train_baseline(config)
+    assert trained.model.predict(df).tolist() == [0, 1, 1]
+    labels, _ = package.predict_onnx(package.to_onnx(trained, config), df.to_numpy(dtype=np.float32))
+    assert labels.tolist() == [0, 1, 1]

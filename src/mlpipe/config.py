@@ -66,6 +66,13 @@ class TargetConfig(_Strict):
     above: float | None = None
     positive: list[Scalar] | None = None
     horizon: str = "4h"
+    now: str | None = None
+    """The column whose condition now the persistence baseline carries forward ("later = now"); default
+    ``column``. Needed where ``column`` is itself a prepared future label (``horizon = "0h"``)."""
+
+    @property
+    def now_column(self) -> str:
+        return self.now or self.column
 
     @field_validator("horizon")
     @classmethod
@@ -303,6 +310,8 @@ class Config(_Strict):
             raise ValueError(f"features: column {col!r} is not in data.features")
         if self.features.across_groups and self.data.group is None:
             raise ValueError("features.across_groups needs data.group")
+        if self.target.now is not None and self.target.now not in self.data.features:
+            raise ValueError(f"target.now: column {self.target.now!r} is not in data.features")
         return self
 
     @field_validator("models")

@@ -19,6 +19,7 @@ from mlpipe.models import sha256
 from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
 from mlpipe.steps.features import feature_matrix, feature_spec
+from mlpipe.steps.threshold import labels_and_proba
 from mlpipe.workspace import Workspace
 
 
@@ -178,7 +179,7 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, ws: Workspac
             if kind == train.BASELINE:
                 sk_labels, sk_proba = trained.model.predict(data.test), trained.model.predict_proba(data.test)[:, 1]
             else:
-                sk_labels, sk_proba = trained.model.predict(X_test), trained.model.predict_proba(X_test)[:, 1]
+                sk_labels, sk_proba = labels_and_proba(trained.model, X_test)
             outcome = _track_model(trained, config, staged, X_test, y_test, sk_labels, sk_proba, baseline_metrics)
         if kind == train.BASELINE:
             baseline_metrics = outcome.metrics

@@ -63,3 +63,17 @@ def test_best_threshold_scores_every_candidate_as_scikit_learn_does():
         for metric, score in reference.items():
             expected = float(max(candidates, key=lambda t: score(y, (proba >= t).astype(int))))
             assert best_threshold(y, proba, metric) == expected, metric
+
+
+def test_labels_and_proba_answer_as_predict_and_predict_proba_do():
+    from sklearn.linear_model import LogisticRegression
+
+    from mlpipe.steps.threshold import labels_and_proba
+
+    X, y = data()
+    for threshold in ("tuned", 0.3, "default"):
+        model, _ = fit_final(make_pipeline(LogisticRegression()), X[:1000], y[:1000], folds(1000),
+                             ModelConfig(threshold=threshold))
+        labels, proba = labels_and_proba(model, X[1000:])
+        assert (labels == model.predict(X[1000:])).all()
+        assert np.array_equal(proba, model.predict_proba(X[1000:])[:, 1])

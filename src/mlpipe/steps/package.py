@@ -134,7 +134,7 @@ def _persistence_graph(config: Config):
     from onnx import TensorProto, helper
 
     target, features = config.target, config.model_features
-    if target.column not in features:
+    if target.now_column not in features:
         return None
     values = [target.above] if target.above is not None else target.positive
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -142,7 +142,7 @@ def _persistence_graph(config: Config):
     const = lambda name, arr: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
         name, TensorProto.FLOAT if arr.dtype == np.float32 else TensorProto.INT64, arr.shape, arr.ravel().tolist()))
     nodes = [
-        const("col_index", np.array([features.index(target.column)], dtype=np.int64)),
+        const("col_index", np.array([features.index(target.now_column)], dtype=np.int64)),
         helper.make_node("Gather", [INPUT, "col_index"], ["current"], axis=1),
         const("values", np.array(values, dtype=np.float32)),
         const("one", np.array([1.0], dtype=np.float32)),

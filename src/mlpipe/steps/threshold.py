@@ -35,6 +35,16 @@ def inner(model):
     return model
 
 
+def labels_and_proba(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and positive-class probabilities from one ``predict_proba`` pass: a threshold classifier's
+    ``predict`` would compute the same probabilities again, then label ``proba >= threshold`` as below."""
+    proba = model.predict_proba(X)
+    threshold = threshold_of(model)
+    if threshold is None:
+        return model.predict(X), proba[:, 1]
+    return model.classes_[(proba[:, 1] >= threshold).astype(int)], proba[:, 1]
+
+
 def threshold_of(model) -> float | None:
     if hasattr(model, "best_threshold_"):
         return float(model.best_threshold_)

@@ -78,7 +78,7 @@ class Persistence:
     target: TargetConfig
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
-        return self.target.holds(df[self.target.column]).to_numpy(dtype=np.int64)
+        return self.target.holds(df[self.target.now_column]).to_numpy(dtype=np.int64)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         p = self.predict(df).astype(np.float64)
