@@ -272,6 +272,9 @@ class ComputeConfig(_Strict):
     """Ray: the cluster's address (``host:port`` of a head started with ``ray start --head``)."""
     n_jobs: Annotated[int, Field(ge=-1)] = -1
     """local: parallel trial fits; -1 = all cores."""
+    accelerate: bool = True
+    """Fit SVMs with scikit-learn-intelex when it is installed (``mlpipe[fast]``); the registered model is a
+    plain scikit-learn SVC either way."""
 
     @model_validator(mode="after")
     def _address(self) -> "ComputeConfig":

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from mlpipe import console, search
+from mlpipe import accelerate, console, search
 from mlpipe.config import Config, Range, TargetConfig
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
@@ -31,6 +31,8 @@ class ModelKind:
     """Set only for the one refit on all training rows (e.g. all cores for a forest)."""
     platt: bool = False
     """Probabilities by Platt scaling of the search's out-of-fold decision values (no extra fits)."""
+    make_fast: Callable[[], Any] | None = None
+    """The same model fitted by scikit-learn-intelex, used when installed and ``compute.accelerate`` is on."""
 
 
 def _svm():
@@ -39,7 +41,14 @@ def _svm():
     like every candidate by the time-ordered CV; whether the final fit converged is logged."""
     from sklearn.svm import SVC
 
-    return SVC(cache_size=1000, random_state=0, max_iter=200_000)
+    return SVC(**_SVM_PARAMS)
+
+
+_SVM_PARAMS = {"cache_size": 1000, "random_state": 0, "max_iter": 200_000}
+
+
+def _svm_fast():
+    return accelerate.svc(**_SVM_PARAMS)
 
 
 def _random_forest():
@@ -58,7 +67,7 @@ def _lightgbm():
 KINDS: dict[str, ModelKind] = {
     "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]},
                      {"kernel": ["rbf"], "C": Range(low=0.1, high=100.0, log=True),
-                      "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True),
+                      "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True, make_fast=_svm_fast),
     "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]},
                                {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
                                 "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
@@ -117,7 +126,8 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     """Search ``kind`` over time-ordered folds (macro F1) as ``models.<kind>`` says, then fit the best
     parameters once on all rows."""
     spec, settings = KINDS[kind], config.model(kind)
-    pipeline = make_pipeline(spec.make())
+    fast = spec.make_fast is not None and config.compute.accelerate and accelerate.available()
+    pipeline = make_pipeline(spec.make_fast() if fast else spec.make())
     _set_params(pipeline, settings.params, f"models.{kind}.params")
     space = settings.space if settings.space is not None else (
         spec.grid if settings.strategy in ("grid", "halving") else spec.ranges)
@@ -137,6 +147,8 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
     if spec.platt:  # probabilities and threshold from the search's own out-of-fold decision values
         model = pipeline.fit(X, y)
+        if fast:
+            model.steps[-1] = ("model", accelerate.to_sklearn(model.named_steps["model"]))
         platt_scale(model.named_steps["model"], result.best_decision, y)
         model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
     else:  # the threshold from the search's own out-of-fold probabilities: one fit, on all rows
