@@ -60,3 +60,49 @@ def test_unknown_hyperparameter_names_the_key():
     y = np.arange(60) % 2
     with pytest.raises(ConfigError, match=r"models.random_forest.space.depth"):
         train_model("random_forest", X, y, hourly(60), config(random_forest={"space": {"depth": [3]}}))
+
+
+def _require_sklearnex():
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("sklearnex") is None:
+        if os.environ.get("MLPIPE_REQUIRE_SERVICES") == "1":
+            pytest.fail("scikit-learn-intelex is not installed, and MLPIPE_REQUIRE_SERVICES=1 (pip install 'mlpipe[fast]')")
+        pytest.skip("scikit-learn-intelex is not installed (pip install 'mlpipe[fast]')")
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear"])
+def test_a_onedal_svm_is_handed_on_as_the_equivalent_scikit_learn_svc(kernel):
+    _require_sklearnex()
+    from sklearn.svm import SVC
+
+    from mlpipe import accelerate
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 4)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] + 0.5 * X[:, 2] + 0.3 * rng.normal(size=2000) > 0).astype(int)
+    fast = accelerate.svc(kernel=kernel, C=3.0).fit(X, y)
+    plain = accelerate.to_sklearn(fast)
+    assert type(plain) is SVC and type(fast) is not SVC
+    # oneDAL sums its kernel terms in float32 here, libsvm in float64
+    np.testing.assert_allclose(plain.decision_function(X), fast.decision_function(X), rtol=1e-3, atol=1e-3)
+    assert (plain.predict(X) == fast.predict(X)).mean() >= 0.999
+
+
+def test_accelerated_and_plain_svm_choose_alike_and_register_a_scikit_learn_svc():
+    _require_sklearnex()
+    from sklearn.svm import SVC
+
+    from mlpipe.steps.threshold import inner
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 2)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=600) > 0).astype(int)
+    fast = train_model("svm", X, y, hourly(600), config())
+    slow = train_model("svm", X, y, hourly(600), config().model_copy(
+        update={"compute": config().compute.model_copy(update={"accelerate": False})}))
+    for trained in (fast, slow):
+        assert type(inner(trained.model).named_steps["model"]) is SVC
+    assert (fast.params["kernel"], fast.params["C"]) == (slow.params["kernel"], slow.params["C"])
+    assert (fast.model.predict(X) == slow.model.predict(X)).mean() > 0.98
