@@ -77,9 +77,6 @@ def run(config: Config | str | Path | None = None, workspace: Workspace | str | 
 
 
 def _run(config: Config, ws: Workspace, started: float) -> RunResult:
-    import mlflow
-    from mlflow.entities import RunTag
-
     prefix = config.registry.model_prefix
     with console.step("ingest"):
         raw = read_source(config.data.source)
@@ -87,24 +84,20 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
         data = ingest.ingest(raw, config, config.data.source)
         faults.checkpoint("ingest.done")
     _log_ingest(data.report, config)
-    client = ws.client  # creates the store on first use
-    mlflow.set_experiment(experiment_id=ws.experiment_id())  # nested child runs follow: not into "Default" (cwd)
-    with mlflow.start_run(experiment_id=ws.experiment_id(), run_name=f"{prefix} pipeline") as parent:
-        mlflow.set_tags({"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.prefix": prefix})
-        faults.checkpoint("run.started")
-        mlflow.log_dict(config.model_dump(), "config.json")
-        mlflow.log_dict(data.report.to_dict(), "ingest_report.json")
-        mlflow.log_metrics({k: float(v) for k, v in data.report.to_dict().items() if isinstance(v, (int, float))})
+    with Tracker(ws, config, data.report) as tracker:  # MLflow from here on, beside the training
         staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
                   for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
         faults.checkpoint("datasets.staged")
-        outcomes = _train_all(config, data, staged, ws)
+        outcomes = _train_all(config, data, staged, tracker)
+        from mlflow.entities import RunTag
+
+        client, parent_id = ws.client, tracker.parent_id
         with console.step("register"), ws.lock():  # one run at a time decides versions and the champion
             faults.checkpoint("register.locked")
             judged = register.judge_champion(ws, prefix, data.test, staged["test"].digest)
             datasets = register.register_datasets(ws, staged, f"{prefix} pipeline from {config.data.source}")
             faults.checkpoint("register.datasets")
-            for run_id in [parent.info.run_id] + [o.run_id for o in outcomes]:
+            for run_id in [parent_id] + [o.run_id for o in outcomes]:
                 register.log_dataset_inputs(client, run_id, datasets)
             for o in outcomes:
                 client.log_batch(o.run_id, tags=[RunTag(k, v) for k, v in register.dataset_tags(datasets).items()])
@@ -121,13 +114,72 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             faults.checkpoint("register.done")
         console.info(f"champion: {reason}")
         if champion:
-            mlflow.set_tags({"mlpipe.champion": f"{champion.name}:{champion.version}"})
+            client.set_tag(parent_id, "mlpipe.champion", f"{champion.name}:{champion.version}")
         duration = time.perf_counter() - started
-        mlflow.log_metric("duration_s", duration)
+        client.log_metric(parent_id, "duration_s", duration)
         faults.checkpoint("run.ending")
-        result = RunResult(parent.info.run_id, duration, datasets, outcomes, champion, reason, data.report)
+        result = RunResult(parent_id, duration, datasets, outcomes, champion, reason, data.report)
         _write_report(result, config, ws)
     return result
+
+
+class Tracker:
+    """MLflow bookkeeping on one background thread, in submission order, while the main thread trains: the
+    store (created on first use), the parent run, then per trained model its test, ONNX package, parity
+    check and child run. Leaving the block ends the parent run: FINISHED, or FAILED on an exception."""
+
+    def __init__(self, ws: Workspace, config: Config, report: ingest.IngestReport):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ws = ws
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlpipe-tracking")
+        self._parent = self._pool.submit(self._open, config, report)
+        self._pending: list = []
+
+    def _open(self, config: Config, report: ingest.IngestReport) -> tuple[str, str]:
+        from mlflow.entities import Metric
+        from mlflow.tracking.context.registry import resolve_tags
+
+        client = self.ws.client  # creates the store on first use
+        experiment_id = self.ws.experiment_id()
+        prefix = config.registry.model_prefix
+        run = client.create_run(experiment_id, run_name=f"{prefix} pipeline", tags=resolve_tags(
+            {"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.prefix": prefix}))
+        run_id = run.info.run_id
+        faults.checkpoint("run.started")
+        client.log_dict(run_id, config.model_dump(), "config.json")
+        client.log_dict(run_id, report.to_dict(), "ingest_report.json")
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.to_dict().items()
+                                          if isinstance(v, (int, float))])
+        return experiment_id, run_id
+
+    @property
+    def parent_id(self) -> str:
+        return self._parent.result()[1]
+
+    def submit(self, fn, *args):
+        """Run ``fn(client, experiment_id, parent_run_id, *args)`` on the tracking thread, after what came before."""
+        future = self._pool.submit(lambda: fn(self.ws.client, *self._parent.result(), *args))
+        self._pending.append(future)
+        return future
+
+    def check(self) -> None:
+        """Raise now the error of any tracking work that has already failed."""
+        for future in [self._parent, *self._pending]:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        if self._parent.done() and self._parent.exception() is None:
+            status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
+            self.ws.client.set_terminated(self.parent_id, status)
 
 
 def _write_report(result: RunResult, config: Config, ws: Workspace) -> None:
@@ -165,48 +217,59 @@ def _log_ingest(report: ingest.IngestReport, config: Config) -> None:
         console.info(f"  [dim]·[/] {line}")
 
 
-def _train_all(config: Config, data: ingest.Ingested, staged: dict, ws: Workspace) -> list[ModelOutcome]:
+def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tracker) -> list[ModelOutcome]:
+    """Train each kind in turn; each trained model is tested, packaged and tracked on the tracking thread
+    while the next one trains."""
     X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
     X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
     ts = data.train[config.data.timestamp]
     kinds = [train.BASELINE] + [k for k in train.KINDS if config.model(k).enabled]
-    outcomes: list[ModelOutcome] = []
-    baseline_metrics: dict[str, float] = {}
+    futures = []
     for kind in kinds:
-        with console.step(f"train + test + package {kind}"):
-            trained = train.train_baseline(config) if kind == train.BASELINE else train.train_model(kind, X, y, ts, config)
-            faults.checkpoint("train.fitted")
+        tracker.check()
+        with console.step(f"train {kind}"):
             if kind == train.BASELINE:
-                sk_labels, sk_proba = trained.model.predict(data.test), trained.model.predict_proba(data.test)[:, 1]
+                trained = train.train_baseline(config)
+                test_input = data.test
             else:
-                sk_labels, sk_proba = labels_and_proba(trained.model, X_test)
-            outcome = _track_model(trained, config, staged, X_test, y_test, sk_labels, sk_proba, baseline_metrics)
-        if kind == train.BASELINE:
-            baseline_metrics = outcome.metrics
+                trained = train.train_model(kind, X, y, ts, config)
+                test_input = X_test
+            faults.checkpoint("train.fitted")
+        baseline = futures[0] if futures else None
+        futures.append(tracker.submit(_track_model, trained, config, staged, test_input, X_test, y_test, baseline))
+    with console.step("test + package + track"):
+        outcomes = [f.result() for f in futures]
+    for outcome in outcomes:
         m = outcome.metrics
-        console.info(f"  [dim]·[/] {kind}: F1 {m['f1']:.4f}  accuracy {m['accuracy']:.4f}  "
+        console.info(f"  [dim]·[/] {outcome.kind}: F1 {m['f1']:.4f}  accuracy {m['accuracy']:.4f}  "
                      f"ROC AUC {m.get('roc_auc', float('nan')):.4f}")
-        outcomes.append(outcome)
     return outcomes
 
 
-def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: np.ndarray, y_test: np.ndarray,
-                 sk_labels: np.ndarray, sk_proba: np.ndarray, baseline: dict[str, float]) -> ModelOutcome:
-    """One child run: parameters, CV scores, test metrics, and the ONNX model checked for parity."""
-    import mlflow
+def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, config: Config, staged: dict,
+                 test_input, X_test: np.ndarray, y_test: np.ndarray, baseline) -> ModelOutcome:
+    """One child run: parameters, CV scores, test metrics, and the ONNX model checked for parity.
+    ``baseline``: the baseline's outcome (a future), for the margins; None for the baseline itself."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking.context.registry import resolve_tags
 
     name = f"{config.registry.model_prefix}-{trained.kind}"
-    parent = mlflow.active_run()  # the child run belongs to the parent's experiment, not MLflow's Default
-    with mlflow.start_run(run_name=trained.kind, nested=True, experiment_id=parent.info.experiment_id) as child:
-        mlflow.set_tags({"mlflow.source.git.commit": provenance.git_commit(), "mlpipe.kind": trained.kind})
-        mlflow.log_params({f"version.{k}": v for k, v in provenance.versions().items()})
-        mlflow.log_params({f"dataset.{role}.{k}": v for role, s in staged.items() for k, v in
-                           (("name", s.name), ("digest", s.digest))})
-        mlflow.log_params({k: _short(v) for k, v in trained.params.items()})
+    run = client.create_run(experiment_id, run_name=trained.kind, tags=resolve_tags({
+        "mlflow.parentRunId": parent_id, "mlflow.source.git.commit": provenance.git_commit(),
+        "mlpipe.kind": trained.kind}))
+    run_id = run.info.run_id
+    try:
+        params = {**{f"version.{k}": v for k, v in provenance.versions().items()},
+                  **{f"dataset.{role}.{k}": v for role, s in staged.items() for k, v in
+                     (("name", s.name), ("digest", s.digest))},
+                  **{k: _short(v) for k, v in trained.params.items()}}
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        now = int(time.time() * 1000)
         if not trained.cv_results.empty:
-            mlflow.log_table(trained.cv_results, "cv_results.json")
-            for i, score in enumerate(trained.cv_results["cv_f1_macro_mean"]):
-                mlflow.log_metric("cv_f1_macro", float(score), step=i)
+            client.log_table(run_id, trained.cv_results, "cv_results.json")
+            client.log_batch(run_id, metrics=[Metric("cv_f1_macro", float(score), now, i) for i, score
+                                              in enumerate(trained.cv_results["cv_f1_macro_mean"])])
+        sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
         sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
         onnx = package.to_onnx(trained, config)
         faults.checkpoint("package.converted")
@@ -214,36 +277,38 @@ def _track_model(trained: train.Trained, config: Config, staged: dict, X_test: n
         if onnx is not None:  # from here on, every figure is the registered artifact's own
             parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
             metrics, labels, proba = parity.metrics, parity.labels, parity.proba
-        metrics = {**metrics, **evaluate.margins(metrics, baseline)} if baseline else metrics
+        if baseline is not None:
+            metrics = {**metrics, **evaluate.margins(metrics, baseline.result().metrics)}
         confusion = evaluate.confusion(y_test, labels)
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict({"metrics": metrics, "sklearn_metrics": sk_metrics,
-                         "onnx_label_agreement": parity and parity.agreement,
-                         "onnx_max_probability_gap": parity and parity.max_proba_gap,
-                         "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
-                         "reliability": evaluate.reliability(y_test, proba)},
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        client.log_dict(run_id, {"metrics": metrics, "sklearn_metrics": sk_metrics,
+                                 "onnx_label_agreement": parity and parity.agreement,
+                                 "onnx_max_probability_gap": parity and parity.max_proba_gap,
+                                 "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
+                                 "reliability": evaluate.reliability(y_test, proba)},
                         "evaluation.json")
         digest = None
         if onnx is not None:
             digest = sha256(onnx)
-            _log_model_files(onnx, {"name": name, "kind": trained.kind, "features": config.model_features,
-                                    "input": {"name": package.INPUT, "dtype": "float32",
-                                              "shape": [None, len(config.model_features)]},
-                                    "outputs": list(package.OUTPUTS), "params": trained.params,
-                                    "metrics": metrics, "onnx_sha256": digest})
-            mlflow.set_tag("mlpipe.onnx_sha256", digest)
+            _log_model_files(client, run_id, onnx, {
+                "name": name, "kind": trained.kind, "features": config.model_features,
+                "input": {"name": package.INPUT, "dtype": "float32", "shape": [None, len(config.model_features)]},
+                "outputs": list(package.OUTPUTS), "params": trained.params, "metrics": metrics,
+                "onnx_sha256": digest})
+            client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
             faults.checkpoint("model.logged")
-    return ModelOutcome(trained.kind, name, child.info.run_id, trained.params, metrics, confusion, digest,
-                        trained.cv_results)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results)
 
 
-def _log_model_files(onnx: bytes, meta: dict) -> None:
-    import mlflow
-
+def _log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.onnx").write_bytes(onnx)
         (Path(tmp) / "model.json").write_text(json.dumps(meta, indent=2, default=str))
-        mlflow.log_artifacts(tmp, "model")
+        client.log_artifacts(run_id, tmp, "model")
 
 
 def _model_source(client, run_id: str) -> str:

@@ -134,12 +134,14 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Fold fits in parallel on this machine's cores (joblib's process pool; big arrays are memory-mapped)."""
+    """Fold fits in parallel on this machine's cores: joblib's process pool (big arrays are memory-mapped), or
+    threads for estimators whose fits release the GIL (no worker processes to start and import into)."""
 
-    def __init__(self, template, X, y, folds, want_decision: bool | str, n_jobs: int = -1):
+    def __init__(self, template, X, y, folds, want_decision: bool | str, n_jobs: int = -1, threads: bool = False):
         self.args = (template, X, y, folds)
         self.want_decision = want_decision
         self.n_jobs = n_jobs
+        self.prefer = "threads" if threads else "processes"
 
     def run(self, tasks: list[FoldTask]) -> Iterator[FoldResult]:
         from joblib import Parallel, delayed
@@ -148,7 +150,7 @@ class LocalRunner:
             for t in tasks:
                 yield fit_fold(*self.args, t, self.want_decision)
             return
-        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")
+        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered", prefer=self.prefer)
         yield from parallel(delayed(fit_fold)(*self.args, t, self.want_decision) for t in tasks)
 
     def close(self) -> None:
@@ -215,20 +217,23 @@ def _require_ray() -> None:
         raise ConfigError("compute.backend 'ray' needs Ray: pip install 'mlpipe[ray]'")
 
 
-def make_runner(compute: ComputeConfig, template, X, y, folds, want_decision: bool | str) -> Runner:
+def make_runner(compute: ComputeConfig, template, X, y, folds, want_decision: bool | str,
+                threads: bool = False) -> Runner:
     if compute.backend == "ray":
         return RayRunner(compute.address, template, X, y, folds, want_decision)
-    return LocalRunner(template, X, y, folds, want_decision, compute.n_jobs)
+    return LocalRunner(template, X, y, folds, want_decision, compute.n_jobs, threads)
 
 
 # ------------------------------------------------------------------------------------------- strategies
 
 def search(template, space: dict[str, list | Range], settings: ModelConfig, X: np.ndarray, y: np.ndarray,
            folds: list[tuple[np.ndarray, np.ndarray]], compute: ComputeConfig, *, key: str,
-           want_decision: bool | str = False, progress: "Progress | None" = None) -> SearchResult:
+           want_decision: bool | str = False, progress: "Progress | None" = None,
+           threads: bool = False) -> SearchResult:
     """Search ``space`` for ``template`` (a pipeline whose last step is ``model``) by ``settings.strategy``,
-    scoring macro F1 over ``folds``; return the best parameters and every trial."""
-    runner = make_runner(compute, template, X, y, folds, want_decision)
+    scoring macro F1 over ``folds``; return the best parameters and every trial. ``threads``: local fits
+    may run in threads (the estimator releases the GIL while it fits)."""
+    runner = make_runner(compute, template, X, y, folds, want_decision, threads)
     progress = progress or Progress.silent()
     try:
         if settings.strategy == "grid":

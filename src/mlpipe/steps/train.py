@@ -33,6 +33,9 @@ class ModelKind:
     """Probabilities by Platt scaling of the search's out-of-fold decision values (no extra fits)."""
     make_fast: Callable[[], Any] | None = None
     """The same model fitted by scikit-learn-intelex, used when installed and ``compute.accelerate`` is on."""
+    threads: bool = False
+    """Its fits release the GIL, so local search fits run in threads. Not so for forests: building many small
+    trees is Python-bound enough that threads were slower than worker processes here."""
 
 
 def _svm():
@@ -67,7 +70,8 @@ def _lightgbm():
 KINDS: dict[str, ModelKind] = {
     "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]},
                      {"kernel": ["rbf"], "C": Range(low=0.1, high=100.0, log=True),
-                      "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True, make_fast=_svm_fast),
+                      "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True, make_fast=_svm_fast,
+                     threads=True),
     "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]},
                                {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
                                 "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
@@ -141,7 +145,7 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     with console.progress_bar(search.progress_columns()) as bar:
         result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
                                want_decision=True if spec.platt else "proba" if settings.threshold == "tuned" else False,
-                               progress=search.Progress(f"search {kind}", bar))
+                               progress=search.Progress(f"search {kind}", bar), threads=spec.threads)
     best = {k: _plain(v) for k, v in result.best_params.items()}
     started = time.perf_counter()
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
