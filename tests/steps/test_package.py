@@ -103,3 +103,50 @@ def test_lightgbm_splits_between_adjacent_float32_values_survive_onnx():
     labels, proba = package.predict_onnx(package._sklearn_graph(pipeline, 2).SerializeToString(), X)
     assert (labels == pipeline.predict(X)).all()
     assert np.abs(proba - pipeline.predict_proba(X)[:, 1]).max() < 1e-6
+
+
+@pytest.mark.parametrize("estimator", ["random_forest", "svm_platt", "lightgbm"])
+def test_impossible_inputs_are_scored_as_missing_as_at_ingest(data, estimator):
+    """A served raw value outside [data.ranges], or infinite, is answered as if it were missing (imputed), as
+    ingest made such values missing in the data the model was trained and tested on."""
+    X, y = data
+    cfg = Config.model_validate({"data": {"timestamp": "t", "features": ["a", "rain", "b"],
+                                          "ranges": {"b": [850.0, 1090.1]}},
+                                 "target": {"column": "rain", "above": 0.0}})
+    pipeline = _fitted(estimator, X[:1500], y[:1500])
+    onnx_bytes = package.to_onnx(Trained(estimator, pipeline, {}, None, 0.0), cfg)
+    rows = np.repeat(X[1500:1520], 1, axis=0)
+    rows[:, 0] = np.where(np.isnan(rows[:, 0]), 0.3, rows[:, 0])
+    missing_b, missing_a = rows.copy(), rows.copy()
+    missing_b[:, 2], missing_a[:, 0] = np.nan, np.nan
+    expected_b, expected_a = (package.predict_onnx(onnx_bytes, m)[1] for m in (missing_b, missing_a))
+    for value in (0.0, 849.99, np.float32(1090.1) * 1.0001, np.inf, -np.inf):
+        bad = rows.copy()
+        bad[:, 2] = value
+        np.testing.assert_array_equal(package.predict_onnx(onnx_bytes, bad)[1], expected_b)
+    bad = rows.copy()
+    bad[:, 0] = np.inf  # no range for a: only the infinite value is impossible
+    np.testing.assert_array_equal(package.predict_onnx(onnx_bytes, bad)[1], expected_a)
+    edge = rows.copy()
+    edge[:, 2] = [850.0, np.float32(1090.1)] * 10  # the bounds themselves are possible values
+    np.testing.assert_allclose(package.predict_onnx(onnx_bytes, edge)[1], pipeline.predict_proba(edge)[:, 1],
+                               atol=1e-2)
+
+
+def test_a_range_bound_is_possible_and_beyond_it_is_missing():
+    """Persistence on a ranged target: 5 mm holds, 5.01 mm is impossible, hence missing, hence not rain."""
+    cfg = Config.model_validate({"data": {"timestamp": "t", "features": ["a", "rain", "b"],
+                                          "ranges": {"rain": [0.0, 5.0]}},
+                                 "target": {"column": "rain", "above": 0.0}})
+    X = np.array([[0, 5.0, 0], [0, 5.01, 0], [0, 0.2, 0], [0, -0.1, 0], [0, np.inf, 0]], dtype=np.float32)
+    labels, _ = package.predict_onnx(package.to_onnx(train_baseline(cfg), cfg), X)
+    assert labels.tolist() == [1, 0, 1, 0, 0]
+
+
+def test_float32_bounds_compare_as_the_float64_bounds_do():
+    for bound in (0.1, 850.0, -60.0, 1090.1, 1e-7):
+        lo, hi = package._float32_at_least(bound), package._float32_at_most(bound)
+        for x in np.float32(bound) + np.array([-2, -1, 0, 1, 2]) * np.spacing(np.float32(bound)):
+            x = np.float32(x)
+            assert (x < np.float32(lo)) == (float(x) < bound)
+            assert (x > np.float32(hi)) == (float(x) > bound)

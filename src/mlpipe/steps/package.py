@@ -40,8 +40,51 @@ def to_onnx(trained: Trained, config: Config) -> bytes | None:
             _label_from_threshold(model, threshold)
     if model is None:
         return None
+    _impossible_to_missing(model, config)
     _describe(model, trained.kind, config)
     return model.SerializeToString()
+
+
+def _impossible_to_missing(model, config: Config) -> None:
+    """Make the graph treat impossible inputs as ingest does: a value outside its ``[data.ranges]`` or not
+    finite becomes missing (NaN) before anything else sees it, so the imputer fills it in. The training and
+    test data were cleaned this way at ingest; a served or predicted raw value now is too."""
+    from onnx import TensorProto, helper
+
+    features, ranges = config.model_features, config.data.ranges
+    lo = np.array([_float32_at_least(ranges[f][0]) if f in ranges else -np.inf for f in features], np.float32)
+    hi = np.array([_float32_at_most(ranges[f][1]) if f in ranges else np.inf for f in features], np.float32)
+    checked = f"{INPUT}_possible"
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [checked if name == INPUT else name for name in node.input]
+    const = lambda name, values: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
+        name, TensorProto.FLOAT, list(values.shape), values.ravel().tolist()))
+    nodes = [
+        const("range_low", lo.reshape(1, -1)), const("range_high", hi.reshape(1, -1)),
+        const("missing", np.array(np.nan, dtype=np.float32)),
+        helper.make_node("Less", [INPUT, "range_low"], ["below_range"]),
+        helper.make_node("Greater", [INPUT, "range_high"], ["above_range"]),
+        helper.make_node("IsInf", [INPUT], ["infinite"]),
+        helper.make_node("Or", ["below_range", "above_range"], ["out_of_range"]),
+        helper.make_node("Or", ["out_of_range", "infinite"], ["impossible"]),
+        helper.make_node("Where", ["impossible", "missing", INPUT], [checked]),
+    ]
+    rest = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + rest)
+
+
+def _float32_at_least(bound: float) -> float:
+    """The smallest float32 >= ``bound``: for a float32 x, x < bound exactly when x < it."""
+    f = np.float32(bound)
+    return float(np.nextafter(f, np.float32(np.inf)) if float(f) < bound else f)
+
+
+def _float32_at_most(bound: float) -> float:
+    """The largest float32 <= ``bound``: for a float32 x, x > bound exactly when x > it."""
+    f = np.float32(bound)
+    return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > bound else f)
 
 
 def _sklearn_graph(pipeline, n_features: int):
