@@ -60,17 +60,22 @@ def serve(workspace: Path, ref: str, *args: str, env: dict | None = None, log_di
 
 
 def _wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+    wait_healthy(server.url, server.proc, START_TIMEOUT_S, server.log_text)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float, log) -> None:
+    """Until ``url``/health answers 200; fail with the tail of ``log()`` if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"server exited {server.proc.returncode}:\n{server.log_text()}")
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{log()[-3000:]}")
         try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"server not healthy after {START_TIMEOUT_S} s:\n{server.log_text()}")
+    raise AssertionError(f"server at {url} not healthy after {timeout_s} s:\n{log()[-3000:]}")
 
 
 def wait_until(predicate, timeout_s: float, every_s: float = 0.2):

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 
 from tests.conftest import TURKU_CONFIG
 from tests.robust.forkserver import ForkServer
+from tests.serving import free_port, wait_healthy
 
 FEATURES = ["Temperature_C", "Humidity", "Wind_speed_kmph", "Wind_bearing_degrees", "Visibility_km",
             "Pressure_millibars", "Current_weather_condition"]
@@ -102,12 +100,6 @@ def drop_pg_database(uri: str) -> None:
     admin.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1, its store on a fresh PostgreSQL database, its artifacts in a folder."""
@@ -116,7 +108,7 @@ def mlflow_server(tmp_path_factory):
 
     uri = new_pg_database("server")
     artifacts = tmp_path_factory.mktemp("server-artifacts")
-    port = _free_port()
+    port = free_port()
     log = open(artifacts.parent / f"mlflow-server-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", normalize(uri), "--host", "127.0.0.1",
@@ -125,18 +117,7 @@ def mlflow_server(tmp_path_factory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                raise RuntimeError(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_healthy(url, proc, 180, lambda: Path(log.name).read_text(errors="replace"))
         yield url, artifacts
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

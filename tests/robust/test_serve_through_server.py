@@ -1,6 +1,5 @@
 """Serving a model registered on an MLflow tracking server: ``mlpipe serve`` with ``$MLPIPE_TRACKING_URI``
-pointing at the server. Needs the ``serve`` command (branch ``serve``): when that is merged, rename this file
-to ``test_serve_through_server.py`` (it is not collected before, so it can neither skip nor fail here)."""
+pointing at the server."""
 
 from __future__ import annotations
 
@@ -9,14 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
 import pandas as pd
 
 from mlpipe.steps.package import predict_onnx
-from tests.robust.conftest import _free_port, small_config, write_slice
+from tests.robust.conftest import small_config, write_slice
+from tests.serving import free_port, wait_healthy
 
 
 def _post(url: str, body) -> dict:
@@ -40,22 +39,13 @@ def test_serving_from_the_mlflow_server(fork_server, mlflow_server, turku_frame,
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     rows = pd.read_parquet(tmp_path / "d" / "data.parquet")[meta["features"]].head(25)
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mlpipe", "serve", "--model", ref, "--host", "127.0.0.1",
                              "--port", str(port), *ws], env={**os.environ, **env}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
-            time.sleep(0.5)
+        wait_healthy(base, proc, 120, lambda: proc.stderr.read().decode(errors="replace"))
         records = json.loads(rows.to_json(orient="records"))
         answer = _post(f"{base}/predict", records)
         assert answer["model"] == {"name": champion["name"], "version": champion["version"]}
@@ -71,7 +61,7 @@ def test_serving_from_the_mlflow_server(fork_server, mlflow_server, turku_frame,
     stored = next(p for p in artifacts.rglob("model.onnx") if p.read_bytes() == model)
     stored.write_bytes(model[:-10])
     try:
-        bad = subprocess.run([sys.executable, "-m", "mlpipe", "serve", "--model", ref, "--port", str(_free_port()),
+        bad = subprocess.run([sys.executable, "-m", "mlpipe", "serve", "--model", ref, "--port", str(free_port()),
                               *ws], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and "does not match the registered SHA-256" in bad.stderr, bad.stderr
     finally:
