@@ -236,3 +236,29 @@ def test_render_escapes_text_from_the_data():
     html = render(result, config, Evidence([], {}, 0))
     assert "<script>" not in html and "&lt;script&gt;" in html and "no &lt;b&gt;candidate&lt;/b&gt;" in html
     assert 'data-plot="confusion:x-svm"' in html and 'data-plot="roc"' not in html  # nothing registered to plot
+
+
+def test_importance_the_run_measured_is_that_of_the_registered_models(run_workspace):
+    """The run measures importance on each model's ONNX bytes beside training; measured again on the model
+    loaded from the registry (SHA-256 checked), with the registered test split, it is the same."""
+    import json
+    from pathlib import Path
+
+    from mlpipe.models import load_model
+    from mlpipe.report.evidence import measure
+    from mlpipe.steps.ingest import LABEL
+    from mlpipe.workspace import Workspace
+
+    ws_path, result = run_workspace
+    ws = Workspace(ws_path)
+    test = ws.datasets.load(f"{result['datasets']['test']['name']}:{result['datasets']['test']['version']}")
+    for m in result["models"]:
+        if m["version"] is None:
+            continue
+        loaded = load_model(ws, f"{m['name']}:{m['version']}")
+        features = loaded.features
+        X, y = test[features].to_numpy(dtype=np.float32), test[LABEL].to_numpy()
+        _, again = measure(loaded.onnx, X, y, features, threads=1)
+        logged = json.loads(Path(ws.client.download_artifacts(m["run_id"], "importance.json", str(ws_path)))
+                            .read_text())["permutation_importance"]
+        pd.testing.assert_frame_equal(pd.DataFrame(logged), again, check_exact=False, atol=1e-12)

@@ -1,10 +1,15 @@
-"""scikit-learn-intelex (Intel's oneDAL) for the SVM's fits, when it is installed (``pip install 'mlpipe[fast]'``)
-and ``[compute] accelerate`` is on (the default).
+"""scikit-learn-intelex (Intel's oneDAL) for the SVM's and the forest's fits, when it is installed
+(``pip install 'mlpipe[fast]'``) and ``[compute] accelerate`` is on (the default).
 
-oneDAL solves the same SVC problem as libsvm, on all cores, and in float32 when given float32 (the pipeline hands
-its model float32): bench/train_vs_seed.py shows the gain. Only the fits are oneDAL's. The final model is handed
-on as a plain scikit-learn SVC with the same support vectors, coefficients and intercept, so its probabilities,
-decision threshold, ONNX graph and every check downstream are exactly those of a scikit-learn model.
+Only the fits are oneDAL's. Each fitted model is handed on as the plain scikit-learn model it is equivalent to,
+and that copy is what is scored, thresholded, packaged as ONNX, checked and registered:
+
+- an SVC: oneDAL solves the same problem as libsvm (in float32 when given float32, as the pipeline gives its
+  model); the copy has the same support vectors, coefficients and intercept, checked to give the same decision
+  values. oneDAL's own answers differ only by float32 rounding, so the search scores those (faster).
+- a random forest: oneDAL grows its trees its own way (histogram splits on up to ``max_bins`` bins per
+  feature); its trees are exported as scikit-learn trees and assembled into a scikit-learn forest. That forest
+  answers somewhat differently from oneDAL's own prediction, so the search scores the copy too.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import importlib.util
 
 import numpy as np
 
-_FITTED = ("_sparse", "n_features_in_", "class_weight_", "classes_", "_gamma", "support_", "support_vectors_",
-           "_n_support", "dual_coef_", "intercept_", "_dual_coef_", "_intercept_", "_probA", "_probB",
-           "fit_status_", "shape_fit_", "n_iter_")
+_SVC_FITTED = ("_sparse", "n_features_in_", "class_weight_", "classes_", "_gamma", "support_", "support_vectors_",
+               "_n_support", "dual_coef_", "intercept_", "_dual_coef_", "_intercept_", "_probA", "_probB",
+               "fit_status_", "shape_fit_", "n_iter_")
 """What scikit-learn's SVC sets in ``fit`` and reads to predict (sklearn/svm/_base.py)."""
 
 
@@ -30,16 +35,50 @@ def svc(**params):
     return SVC(**params)
 
 
+def random_forest(**params):
+    """oneDAL's random forest (a scikit-learn RandomForestClassifier subclass) with ``params``."""
+    from sklearnex.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(**params)
+
+
+def as_scored(pipeline):
+    """``pipeline`` as the search scores it: a fitted oneDAL forest replaced by its scikit-learn copy (an SVM
+    stays oneDAL's: its answers are the copy's up to float32 rounding)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    model = pipeline.steps[-1][1]
+    if isinstance(model, RandomForestClassifier) and type(model) is not RandomForestClassifier:
+        pipeline.steps[-1] = (pipeline.steps[-1][0], to_sklearn(model))
+    return pipeline
+
+
+def as_registered(pipeline):
+    """``pipeline`` with its fitted model as plain scikit-learn (the model itself if it already is)."""
+    pipeline.steps[-1] = (pipeline.steps[-1][0], to_sklearn(pipeline.steps[-1][1]))
+    return pipeline
+
+
 def to_sklearn(model):
-    """A fitted oneDAL SVC as the scikit-learn SVC it is equivalent to (the model itself if it is one).
-    Checked: both must give the same decision values on the support vectors."""
+    """A fitted oneDAL SVC or random forest as the scikit-learn model it is equivalent to; anything else as it is."""
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.svm import SVC
 
-    if type(model) is SVC:
+    if type(model) in (SVC, RandomForestClassifier):
         return model
-    params = SVC().get_params()
-    plain = SVC(**{k: v for k, v in model.get_params().items() if k in params})
-    for name in _FITTED:
+    if isinstance(model, SVC):
+        return _svc(model)
+    if isinstance(model, RandomForestClassifier):
+        return _forest(model)
+    return model
+
+
+def _svc(model):
+    """Checked: the copy gives the same decision values on the support vectors, to float32 rounding."""
+    from sklearn.svm import SVC
+
+    plain = SVC(**_shared_params(model, SVC))
+    for name in _SVC_FITTED:
         value = getattr(model, name)
         if isinstance(value, np.ndarray) and value.dtype == np.float32:
             value = value.astype(np.float64)  # libsvm computes in float64
@@ -55,3 +94,20 @@ def to_sklearn(model):
         raise RuntimeError(f"oneDAL's SVC and its scikit-learn copy disagree: decision values differ by up to "
                            f"{float(np.abs(ours - theirs).max()):.3g}")
     return plain
+
+
+def _forest(model):
+    """oneDAL's trees, exported as scikit-learn trees, in a scikit-learn forest with the same parameters."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    plain = RandomForestClassifier(**_shared_params(model, RandomForestClassifier))
+    plain.estimators_ = list(model.estimators_)
+    plain.estimator_ = plain.estimators_[0]
+    for name in ("classes_", "n_classes_", "n_features_in_", "n_outputs_"):
+        setattr(plain, name, getattr(model, name))
+    return plain
+
+
+def _shared_params(model, cls) -> dict:
+    known = cls().get_params()
+    return {k: v for k, v in model.get_params().items() if k in known}

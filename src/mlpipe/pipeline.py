@@ -16,6 +16,7 @@ from mlpipe import console, faults, provenance
 from mlpipe.config import Config, load_config
 from mlpipe.datasets import DatasetVersion
 from mlpipe.models import sha256
+from mlpipe.report.evidence import measure
 from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
 from mlpipe.steps.features import feature_matrix, feature_spec
@@ -35,6 +36,8 @@ class ModelOutcome:
     confusion: list[list[int]]
     onnx_sha256: str | None
     cv_results: pd.DataFrame = field(repr=False)
+    evidence: tuple[np.ndarray, pd.DataFrame] | None = field(default=None, repr=False)
+    """For the report, measured on the ONNX bytes registered: test probabilities and permutation importance."""
     version: int | None = None
 
     def to_dict(self) -> dict:
@@ -73,6 +76,8 @@ def run(config: Config | str | Path | None = None, workspace: Workspace | str | 
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(probability|probA_|probB_).*")
         # libsvm's iteration cap (see train._svm); the model's "converged" parameter records it instead
         warnings.filterwarnings("ignore", message=r"Solver terminated early")
+        # oneDAL's fits in the search's threads use all cores each, which is what we want
+        warnings.filterwarnings("ignore", message=r"'Threading' parallel backend is not supported")
         return _run(config, workspace, started)
 
 
@@ -287,8 +292,11 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
                                  "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
                                  "reliability": evaluate.reliability(y_test, proba)},
                         "evaluation.json")
-        digest = None
+        digest, report_evidence = None, None
         if onnx is not None:
+            report_evidence = measure(onnx, X_test, y_test, config.model_features, threads=1)  # beside training
+            client.log_dict(run_id, {"permutation_importance": report_evidence[1].to_dict(orient="records")},
+                            "importance.json")
             digest = sha256(onnx)
             _log_model_files(client, run_id, onnx, {
                 "name": name, "kind": trained.kind, "features": config.model_features,
@@ -301,7 +309,8 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results)
+    return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results,
+                        report_evidence)
 
 
 def _log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:

@@ -106,3 +106,36 @@ def test_accelerated_and_plain_svm_choose_alike_and_register_a_scikit_learn_svc(
         assert type(inner(trained.model).named_steps["model"]) is SVC
     assert (fast.params["kernel"], fast.params["C"]) == (slow.params["kernel"], slow.params["C"])
     assert (fast.model.predict(X) == slow.model.predict(X)).mean() > 0.98
+
+
+def test_a_onedal_forest_is_scored_and_registered_as_its_scikit_learn_copy():
+    """oneDAL grows the trees; the search scores, and the pipeline registers, the scikit-learn forest of those
+    trees, never oneDAL's own (different) answers."""
+    _require_sklearnex()
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import f1_score
+
+    from mlpipe import accelerate
+    from mlpipe.search import FoldTask, fit_fold
+    from mlpipe.steps.features import make_pipeline
+    from mlpipe.steps.threshold import inner
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1500, 3)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] ** 2 + 0.5 * rng.normal(size=1500) > 0.8).astype(int)
+    params = {"n_estimators": 20, "max_depth": 6, "random_state": 0, "n_jobs": 1}
+    plain = accelerate.to_sklearn(accelerate.random_forest(**params).fit(X, y))
+    assert type(plain) is RandomForestClassifier
+    np.testing.assert_allclose(plain.predict_proba(X)[:, 1],
+                               np.mean([t.predict_proba(X)[:, 1] for t in plain.estimators_], axis=0))
+
+    folds = time_folds(hourly(1500), 3, pd.Timedelta(hours=1))
+    scored = fit_fold(make_pipeline(accelerate.random_forest(**params)), X, y, folds,
+                      FoldTask(0, 0, 2, {}, 1.0, 0), want_decision=False)
+    train_idx, val_idx = folds[2]
+    copy = accelerate.as_scored(make_pipeline(accelerate.random_forest(**params)).fit(X[train_idx], y[train_idx]))
+    assert type(copy.steps[-1][1]) is RandomForestClassifier
+    assert scored.score == f1_score(y[val_idx], copy.predict(X[val_idx]), average="macro")
+
+    trained = train_model("random_forest", X, y, hourly(1500), config())
+    assert type(inner(trained.model).named_steps["model"]) is RandomForestClassifier

@@ -53,11 +53,11 @@ class OnnxClassifier:
     """A registered ONNX model behind the ``predict`` / ``predict_proba`` interface scikit-learn's tools use.
     ``fit`` does nothing: the model was trained and checked before it was registered."""
 
-    def __init__(self, onnx: bytes):
+    def __init__(self, onnx: bytes, threads: int = 0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 0  # all cores: the report is the last thing a run does
+        options.intra_op_num_threads = threads  # 0: all cores
         self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
     def fit(self, X, y):  # noqa: ARG002 -- scikit-learn's scorers require the estimator interface
@@ -76,8 +76,19 @@ class OnnxClassifier:
         return self._run(X)[1]
 
 
+def measure(onnx: bytes, X: np.ndarray, y: np.ndarray, features: list[str], threads: int = 0
+            ) -> tuple[np.ndarray, pd.DataFrame]:
+    """What the report shows of one ONNX model on the test split: its positive-class probabilities on every
+    row, and permutation importance on a fixed sample of rows."""
+    model = OnnxClassifier(onnx, threads)
+    sample = _sample(len(y))
+    return model.predict_proba(X)[:, 1], permutation_importance(model, X[sample], y[sample], features)
+
+
 def gather(result, features: list[str], workspace) -> Evidence:
-    """Load the run's registered train/test datasets and models and measure what the plots need."""
+    """The registered train/test datasets' balance, and per registered model what the plots need: measured by
+    the run on the very ONNX bytes it registered (``ModelOutcome.evidence``), else measured here from the
+    model loaded from the registry."""
     from mlpipe.models import load_model
 
     train = workspace.datasets.load(_ref(result.datasets["train"]))
@@ -86,15 +97,13 @@ def gather(result, features: list[str], workspace) -> Evidence:
     splits = [SplitBalance("train", len(train), int(train[LABEL].sum()), tuple(r.train_range)),
               SplitBalance("test", len(test), int(test[LABEL].sum()), tuple(r.test_range))]
     X, y = test[features].to_numpy(dtype=np.float32), test[LABEL].to_numpy()
-    sample = _sample(len(y))
     models = {}
     for o in result.models:
         if o.version is None:
             continue
-        model = OnnxClassifier(load_model(workspace, f"{o.name}:{o.version}").onnx)
-        importance = permutation_importance(model, X[sample], y[sample], features)
-        models[o.name] = ModelEvidence(o.name, o.kind, y, model.predict_proba(X)[:, 1], importance)
-    return Evidence(splits, models, len(sample))
+        proba, importance = o.evidence or measure(load_model(workspace, f"{o.name}:{o.version}").onnx, X, y, features)
+        models[o.name] = ModelEvidence(o.name, o.kind, y, proba, importance)
+    return Evidence(splits, models, len(_sample(len(y))))
 
 
 def _ref(dataset) -> str:

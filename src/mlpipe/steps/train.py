@@ -32,7 +32,8 @@ class ModelKind:
     platt: bool = False
     """Probabilities by Platt scaling of the search's out-of-fold decision values (no extra fits)."""
     make_fast: Callable[[], Any] | None = None
-    """The same model fitted by scikit-learn-intelex, used when installed and ``compute.accelerate`` is on."""
+    """The same kind of model fitted by scikit-learn-intelex, used when installed and ``compute.accelerate`` is on
+    (see ``mlpipe.accelerate``: what is scored and registered is always the scikit-learn equivalent)."""
     threads: bool = False
     """Its fits release the GIL, so local search fits run in threads. Not so for forests: building many small
     trees is Python-bound enough that threads were slower than worker processes here."""
@@ -60,6 +61,12 @@ def _random_forest():
     return RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0, n_jobs=1)
 
 
+def _random_forest_fast():
+    from mlpipe.accelerate import random_forest
+
+    return random_forest(**_random_forest().get_params())
+
+
 def _lightgbm():
     from lightgbm import LGBMClassifier
 
@@ -75,7 +82,7 @@ KINDS: dict[str, ModelKind] = {
     "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]},
                                {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
                                 "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
-                               {"n_jobs": -1}),
+                               {"n_jobs": -1}, make_fast=_random_forest_fast),
     "lightgbm": ModelKind(_lightgbm, {"num_leaves": [15, 63]},
                           {"num_leaves": Range(low=7, high=255, log=True),
                            "learning_rate": Range(low=0.01, high=0.3, log=True),
@@ -150,14 +157,12 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     started = time.perf_counter()
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
     if spec.platt:  # probabilities and threshold from the search's own out-of-fold decision values
-        model = pipeline.fit(X, y)
-        if fast:
-            model.steps[-1] = ("model", accelerate.to_sklearn(model.named_steps["model"]))
+        model = accelerate.as_registered(pipeline.fit(X, y))
         platt_scale(model.named_steps["model"], result.best_decision, y)
         model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
     else:  # the threshold from the search's own out-of-fold probabilities: one fit, on all rows
-        model, threshold = threshold_from_decisions(pipeline.fit(X, y), X, y, result.best_decision, settings,
-                                                    platt=False)
+        model, threshold = threshold_from_decisions(accelerate.as_registered(pipeline.fit(X, y)), X, y,
+                                                    result.best_decision, settings, platt=False)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold}
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
