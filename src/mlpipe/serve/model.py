@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpipe.steps.package import INPUT, OUTPUTS
+from mlpipe.steps.package import CHECKED_INPUT, INPUT, OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def imputes_missing(onnx: bytes) -> bool:
     import onnx as onnx_lib
 
     graph = onnx_lib.load_from_string(onnx).graph
-    return any(node.op_type == "Imputer" and INPUT in node.input for node in graph.node)
+    return any(node.op_type == "Imputer" and {INPUT, CHECKED_INPUT} & set(node.input) for node in graph.node)
 
 
 class ModelSlot:

@@ -15,6 +15,8 @@ from mlpipe.steps.threshold import inner, threshold_of
 from mlpipe.steps.train import Trained
 
 INPUT = "input"
+CHECKED_INPUT = "input_possible"
+"""The input once impossible values are made missing (``_impossible_to_missing``): what the graph's steps read."""
 OUTPUTS = ("label", "probabilities")
 OPSET = 17
 MIN_AGREEMENT = 0.999
@@ -54,7 +56,7 @@ def _impossible_to_missing(model, config: Config) -> None:
     features, ranges = config.model_features, config.data.ranges
     lo = np.array([_float32_at_least(ranges[f][0]) if f in ranges else -np.inf for f in features], np.float32)
     hi = np.array([_float32_at_most(ranges[f][1]) if f in ranges else np.inf for f in features], np.float32)
-    checked = f"{INPUT}_possible"
+    checked = CHECKED_INPUT
     graph = model.graph
     for node in graph.node:
         node.input[:] = [checked if name == INPUT else name for name in node.input]
