@@ -112,3 +112,16 @@ def test_the_baseline_carries_the_now_column_forward(tmp_path):
     assert trained.model.predict(df).tolist() == [0, 1, 1]
     labels, _ = package.predict_onnx(package.to_onnx(trained, config), df.to_numpy(dtype=np.float32))
     assert labels.tolist() == [0, 1, 1]
+
+
+def test_an_engine_that_cannot_fit_the_kind_names_the_key(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from mlpipe.steps.train import train_model
+
+    config = load_config(write(tmp_path, BASE + '\n[models.lightgbm]\nengine = "onedal"\n'))
+    X, y = np.zeros((90, 2), dtype=np.float32), np.arange(90) % 2
+    ts = pd.Series(pd.date_range("2021-01-01", periods=90, freq="h", tz="UTC"))
+    with pytest.raises(ConfigError, match=r"key 'models.lightgbm.engine': no oneDAL engine for lightgbm"):
+        train_model("lightgbm", X, y, ts, config)

@@ -150,12 +150,9 @@ def test_a_tuned_threshold_comes_from_the_search_folds_with_one_final_fit(data, 
 
     X, y, ts = data
     rare = (X[:, 0] + 0.8 * np.random.default_rng(1).normal(size=len(y)) > 1.4).astype(int)  # ~10% positive
-    from mlpipe import accelerate
-
     fits = []
-    fitted = type(accelerate.random_forest()) if accelerate.available() else RandomForestClassifier  # what trains
-    original = fitted.fit
-    monkeypatch.setattr(fitted, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    original = RandomForestClassifier.fit
+    monkeypatch.setattr(RandomForestClassifier, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
     trained = train_model("random_forest", X, rare, ts,  # the search's fold fits run in worker processes
                           config(random_forest={"space": {"max_depth": [3, 6]}, "params": {"n_estimators": 20}}))
     assert len(fits) == 1  # here: only the final fit, no fold refits to tune the threshold

@@ -178,6 +178,10 @@ class Range(_Strict):
 
 class ModelConfig(_Strict):
     enabled: bool = True
+    engine: Literal["auto", "sklearn", "onedal"] = "auto"
+    """What fits the model: ``sklearn``; ``onedal`` (scikit-learn-intelex, ``mlpipe[fast]``: the SVM, or a forest
+    of histogram-split trees); ``auto``: oneDAL where it fits the very same model (the SVM) and is installed,
+    else scikit-learn. What is scored and registered is a scikit-learn model either way (``mlpipe.accelerate``)."""
     strategy: Literal["grid", "random", "tpe", "halving"] = "grid"
     """grid: every combination; random / tpe (Optuna): ``trials`` samples; halving: successive halving of the
     grid (or of ``trials`` random samples when the space has ranges) on growing fractions of the rows."""
@@ -272,9 +276,6 @@ class ComputeConfig(_Strict):
     """Ray: the cluster's address (``host:port`` of a head started with ``ray start --head``)."""
     n_jobs: Annotated[int, Field(ge=-1)] = -1
     """local: parallel trial fits; -1 = all cores."""
-    accelerate: bool = True
-    """Fit SVMs with scikit-learn-intelex when it is installed (``mlpipe[fast]``); the registered model is a
-    plain scikit-learn SVC either way."""
 
     @model_validator(mode="after")
     def _address(self) -> "ComputeConfig":

@@ -100,10 +100,10 @@ def test_accelerated_and_plain_svm_choose_alike_and_register_a_scikit_learn_svc(
     X = rng.normal(size=(600, 2)).astype(np.float32)
     y = (X[:, 0] + 0.3 * rng.normal(size=600) > 0).astype(int)
     fast = train_model("svm", X, y, hourly(600), config())
-    slow = train_model("svm", X, y, hourly(600), config().model_copy(
-        update={"compute": config().compute.model_copy(update={"accelerate": False})}))
+    slow = train_model("svm", X, y, hourly(600), config(svm={"engine": "sklearn"}))
     for trained in (fast, slow):
         assert type(inner(trained.model).named_steps["model"]) is SVC
+    assert (fast.params["engine"], slow.params["engine"]) == ("onedal", "sklearn")
     assert (fast.params["kernel"], fast.params["C"]) == (slow.params["kernel"], slow.params["C"])
     assert (fast.model.predict(X) == slow.model.predict(X)).mean() > 0.98
 
@@ -137,5 +137,7 @@ def test_a_onedal_forest_is_scored_and_registered_as_its_scikit_learn_copy():
     assert type(copy.steps[-1][1]) is RandomForestClassifier
     assert scored.score == f1_score(y[val_idx], copy.predict(X[val_idx]), average="macro")
 
-    trained = train_model("random_forest", X, y, hourly(1500), config())
-    assert type(inner(trained.model).named_steps["model"]) is RandomForestClassifier
+    for engine, grown_by in (("onedal", "onedal"), ("auto", "sklearn")):  # auto: oneDAL's is another forest
+        trained = train_model("random_forest", X, y, hourly(1500), config(random_forest={"engine": engine}))
+        assert type(inner(trained.model).named_steps["model"]) is RandomForestClassifier
+        assert trained.params["engine"] == grown_by

@@ -32,8 +32,10 @@ class ModelKind:
     platt: bool = False
     """Probabilities by Platt scaling of the search's out-of-fold decision values (no extra fits)."""
     make_fast: Callable[[], Any] | None = None
-    """The same kind of model fitted by scikit-learn-intelex, used when installed and ``compute.accelerate`` is on
-    (see ``mlpipe.accelerate``: what is scored and registered is always the scikit-learn equivalent)."""
+    """The same kind of model fitted by scikit-learn-intelex (``models.<kind>.engine``; see ``mlpipe.accelerate``:
+    what is scored and registered is always the scikit-learn equivalent)."""
+    fast_is_same: bool = False
+    """oneDAL fits the very same model (up to float32 rounding), so engine "auto" uses it when installed."""
     threads: bool = False
     """Its fits release the GIL, so local search fits run in threads. Not so for forests: building many small
     trees is Python-bound enough that threads were slower than worker processes here."""
@@ -78,7 +80,7 @@ KINDS: dict[str, ModelKind] = {
     "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]},
                      {"kernel": ["rbf"], "C": Range(low=0.1, high=100.0, log=True),
                       "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True, make_fast=_svm_fast,
-                     threads=True),
+                     fast_is_same=True, threads=True),
     "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]},
                                {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
                                 "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
@@ -137,7 +139,7 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     """Search ``kind`` over time-ordered folds (macro F1) as ``models.<kind>`` says, then fit the best
     parameters once on all rows."""
     spec, settings = KINDS[kind], config.model(kind)
-    fast = spec.make_fast is not None and config.compute.accelerate and accelerate.available()
+    fast = _onedal(kind, spec, settings.engine)
     pipeline = make_pipeline(spec.make_fast() if fast else spec.make())
     _set_params(pipeline, settings.params, f"models.{kind}.params")
     space = settings.space if settings.space is not None else (
@@ -164,10 +166,25 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
         model, threshold = threshold_from_decisions(accelerate.as_registered(pipeline.fit(X, y)), X, y,
                                                     result.best_decision, settings, platt=False)
     estimator = inner(model).named_steps["model"]
-    params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold}
+    params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold,
+              "engine": "onedal" if fast else "sklearn"}
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)
     return Trained(kind, model, params, result.trials, time.perf_counter() - started)
+
+
+def _onedal(kind: str, spec: ModelKind, engine: str) -> bool:
+    """Whether oneDAL fits this kind (``models.<kind>.engine``)."""
+    if engine == "sklearn":
+        return False
+    if engine == "auto":
+        return spec.fast_is_same and accelerate.available()
+    if spec.make_fast is None:
+        raise ConfigError(f"key 'models.{kind}.engine': no oneDAL engine for {kind}; use 'sklearn' or 'auto'")
+    if not accelerate.available():
+        raise ConfigError(f"key 'models.{kind}.engine': 'onedal' needs scikit-learn-intelex: "
+                          f"pip install 'mlpipe[fast]'")
+    return True
 
 
 def platt_scale(svc, decision: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray) -> None:
