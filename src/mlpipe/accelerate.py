@@ -1,5 +1,6 @@
 """scikit-learn-intelex (Intel's oneDAL) for the SVM's and the forest's fits, when it is installed
-(``pip install 'mlpipe[fast]'``) and ``[compute] accelerate`` is on (the default).
+(``pip install 'mlpipe[fast]'``) and ``[models.<kind>] engine`` asks for it ("auto", the default, does for the
+SVM only: see ``train._onedal``).
 
 Only the fits are oneDAL's. Each fitted model is handed on as the plain scikit-learn model it is equivalent to,
 and that copy is what is scored, thresholded, packaged as ONNX, checked and registered:

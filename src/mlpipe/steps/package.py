@@ -167,9 +167,7 @@ class _Float32Splits:
             node = stack.pop()
             if "split_index" in node:
                 if node.get("decision_type") == "<=":
-                    t = float(node["threshold"])
-                    f = np.float32(t)
-                    node["threshold"] = float(np.nextafter(f, np.float32(-np.inf)) if float(f) > t else f)
+                    node["threshold"] = _float32_at_most(float(node["threshold"]))
                 stack += [node["left_child"], node["right_child"]]
         return dump
 

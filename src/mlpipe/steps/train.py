@@ -47,14 +47,11 @@ def _svm():
     like every candidate by the time-ordered CV; whether the final fit converged is logged."""
     from sklearn.svm import SVC
 
-    return SVC(**_SVM_PARAMS)
-
-
-_SVM_PARAMS = {"cache_size": 1000, "random_state": 0, "max_iter": 200_000}
+    return SVC(cache_size=1000, random_state=0, max_iter=200_000)
 
 
 def _svm_fast():
-    return accelerate.svc(**_SVM_PARAMS)
+    return accelerate.svc(**_svm().get_params())
 
 
 def _random_forest():
@@ -64,9 +61,7 @@ def _random_forest():
 
 
 def _random_forest_fast():
-    from mlpipe.accelerate import random_forest
-
-    return random_forest(**_random_forest().get_params())
+    return accelerate.random_forest(**_random_forest().get_params())
 
 
 def _lightgbm():
