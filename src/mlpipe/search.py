@@ -93,9 +93,9 @@ def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want
     started = time.perf_counter()
     model = as_scored(model.fit(X[train_idx], y[train_idx]))  # a oneDAL fit, scored as its scikit-learn copy
     fit_seconds = time.perf_counter() - started
-    if want_decision == "proba":
-        decision = model.predict_proba(X[val_idx])[:, 1].astype(np.float64)
-        predicted = model.predict(X[val_idx])
+    if want_decision == "proba":  # one pass: these classifiers' predict is the most probable class
+        proba = model.predict_proba(X[val_idx])
+        decision, predicted = proba[:, 1].astype(np.float64), model.classes_[np.argmax(proba, axis=1)]
     elif want_decision:  # one pass over the validation rows: a binary SVC predicts the sign of its decision
         decision = model.decision_function(X[val_idx]).astype(np.float64)
         predicted = model.classes_[(decision > 0).astype(int)]

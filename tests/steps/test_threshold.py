@@ -70,7 +70,7 @@ def test_labels_and_proba_answer_as_predict_and_predict_proba_do():
 
     from mlpipe.steps.threshold import labels_and_proba
 
-    X, y = data()
+    X, y = data(n=6000)  # 5,000 rows to answer: in blocks, in threads, where there are two cores or more
     for threshold in ("tuned", 0.3, "default"):
         model, _ = fit_final(make_pipeline(LogisticRegression()), X[:1000], y[:1000], folds(1000),
                              ModelConfig(threshold=threshold))

@@ -54,11 +54,9 @@ class OnnxClassifier:
     ``fit`` does nothing: the model was trained and checked before it was registered."""
 
     def __init__(self, onnx: bytes, threads: int = 0):
-        import onnxruntime as ort
+        from mlpipe.steps.package import make_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: all cores
-        self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+        self._session = make_session(onnx, threads)  # 0: all cores
 
     def fit(self, X, y):  # noqa: ARG002 -- scikit-learn's scorers require the estimator interface
         return self
@@ -76,13 +74,16 @@ class OnnxClassifier:
         return self._run(X)[1]
 
 
-def measure(onnx: bytes, X: np.ndarray, y: np.ndarray, features: list[str], threads: int = 0
-            ) -> tuple[np.ndarray, pd.DataFrame]:
+def measure(onnx: bytes, X: np.ndarray, y: np.ndarray, features: list[str], threads: int = 0,
+            proba: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """What the report shows of one ONNX model on the test split: its positive-class probabilities on every
-    row, and permutation importance on a fixed sample of rows."""
+    row (``proba`` if the caller has them from these same bytes), and permutation importance on a fixed sample
+    of rows."""
     model = OnnxClassifier(onnx, threads)
     sample = _sample(len(y))
-    return model.predict_proba(X)[:, 1], permutation_importance(model, X[sample], y[sample], features)
+    if proba is None:
+        proba = model.predict_proba(X)[:, 1]
+    return proba, permutation_importance(model, X[sample], y[sample], features)
 
 
 def gather(result, features: list[str], workspace) -> Evidence:

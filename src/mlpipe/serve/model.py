@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpipe.steps.package import CHECKED_INPUT, INPUT, OUTPUTS
+from mlpipe.steps.package import CHECKED_INPUT, INPUT, OUTPUTS, make_session
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,6 @@ def open_model(workspace, ref: str, threads: int = 1) -> ServedModel:
 
     loaded = load_model(workspace, ref)
     return ServedModel(loaded.info, make_session(loaded.onnx, threads), imputes_missing(loaded.onnx))
-
-
-def make_session(onnx: bytes, threads: int = 1):
-    """An onnxruntime session with ``threads`` intra-op threads (0: onnxruntime's default, one per core).
-    Threads do not spin while idle, so an idle server leaves the cores to others."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
 
 def imputes_missing(onnx: bytes) -> bool:

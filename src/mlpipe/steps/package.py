@@ -221,11 +221,22 @@ def _describe(model, kind: str, config: Config) -> None:
     helper.set_model_props(model, {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.model_features)})
 
 
-def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and positive-class probabilities from onnxruntime."""
+def make_session(onnx: bytes, threads: int = 1):
+    """An onnxruntime session with ``threads`` intra-op threads (0: onnxruntime's default, one per core).
+    Threads do not spin while idle, so an idle server -- or a run's checks beside its training worker --
+    leaves the cores to others."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+
+
+def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and positive-class probabilities from onnxruntime, on all cores."""
+    session = make_session(onnx_bytes, threads=0)
     labels, proba = session.run(list(OUTPUTS), {INPUT: X.astype(np.float32, copy=False)})
     return labels, np.clip(proba[:, 1], 0.0, 1.0)  # float32 sigmoids can overshoot 1 by an ulp
 
