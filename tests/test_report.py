@@ -262,3 +262,30 @@ def test_importance_the_run_measured_is_that_of_the_registered_models(run_worksp
         logged = json.loads(Path(ws.client.download_artifacts(m["run_id"], "importance.json", str(ws_path)))
                             .read_text())["permutation_importance"]
         pd.testing.assert_frame_equal(pd.DataFrame(logged), again, check_exact=False, atol=1e-12)
+
+
+def test_the_page_embeds_the_plots_the_run_drew_beside_training():
+    """A model's own plots are drawn while the next model trains (``render.model_pngs``, kept in
+    ``ModelOutcome.pngs``); the page embeds exactly those, and draws the same plots itself otherwise."""
+    import base64
+
+    from mlpipe import pipeline
+    from mlpipe.config import load_config
+    from mlpipe.report.evidence import Evidence
+    from mlpipe.report.render import model_pngs, plot_sections
+    from mlpipe.steps.ingest import IngestReport
+
+    config = load_config(TURKU_CONFIG)
+    trials = pd.DataFrame({"C": [1, 10], "cv_f1_macro_mean": [0.6, 0.7], "cv_f1_macro_std": [0.01, 0.02]})
+    drawn = model_pngs("x-svm", [[5, 1], [2, 3]], None, trials, "#1f77b4")
+    assert set(drawn) == {"confusion:x-svm", "trials:x-svm"} and all(png[:4] == b"\x89PNG" for png in drawn.values())
+    marked = {key: png + b"drawn-by-the-run" for key, png in drawn.items()}  # recognisable bytes
+    model = pipeline.ModelOutcome("svm", "x-svm", "r1", {"C": 10}, {"f1": 0.5, "accuracy": 0.5}, [[5, 1], [2, 3]],
+                                  None, trials, None, pngs=marked)
+    result = pipeline.RunResult("abc", 1.0, {}, [model], None, "", IngestReport())
+    plots = {p.key: p for section in plot_sections(result, Evidence([], {}, 0)) for p in section["plots"]}
+    assert {key: plots[key].png for key in marked} == marked
+    assert base64.b64encode(marked["trials:x-svm"]).decode() in plots["trials:x-svm"].src
+    model.pngs = {}
+    again = {p.key: p for section in plot_sections(result, Evidence([], {}, 0)) for p in section["plots"]}
+    assert set(again) == set(marked) and all(again[key].png[:4] == b"\x89PNG" for key in marked)

@@ -21,16 +21,20 @@ def info(message: str) -> None:
 
 
 @contextmanager
-def step(name: str) -> Iterator[None]:
-    """Show a spinner while a step runs, then its duration."""
+def step(name: str, spinner: bool = True) -> Iterator[None]:
+    """Show a spinner while a step runs (unless another process draws on the terminal meanwhile), then
+    its duration."""
     global _status
     started = time.perf_counter()
-    with console.status(f"[bold]{name}[/] …") as status:
-        _status = status
-        try:
-            yield
-        finally:
-            _status = None
+    if not spinner:
+        yield
+    else:
+        with console.status(f"[bold]{name}[/] …") as status:
+            _status = status
+            try:
+                yield
+            finally:
+                _status = None
     console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - started:.1f} s)[/]")
 
 

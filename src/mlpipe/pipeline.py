@@ -17,10 +17,13 @@ from mlpipe.config import Config, load_config
 from mlpipe.datasets import DatasetVersion
 from mlpipe.models import sha256
 from mlpipe.report.evidence import measure
+from mlpipe.report.plots import palette
+from mlpipe.report.render import model_pngs
 from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
 from mlpipe.steps.features import feature_matrix, feature_spec
 from mlpipe.steps.threshold import labels_and_proba
+from mlpipe.trainer import Trainer, quiet_warnings
 from mlpipe.workspace import Workspace
 
 
@@ -38,6 +41,8 @@ class ModelOutcome:
     cv_results: pd.DataFrame = field(repr=False)
     evidence: tuple[np.ndarray, pd.DataFrame] | None = field(default=None, repr=False)
     """For the report, measured on the ONNX bytes registered: test probabilities and permutation importance."""
+    pngs: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """The report's plots of this model alone, drawn while the next model trained (``render.model_pngs``)."""
     version: int | None = None
 
     def to_dict(self) -> dict:
@@ -72,12 +77,8 @@ def run(config: Config | str | Path | None = None, workspace: Workspace | str | 
     config = config if isinstance(config, Config) else load_config(config)
     workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     started = time.perf_counter()
-    with warnings.catch_warnings():  # scikit-learn 1.9 deprecates SVC(probability=True), which skl2onnx needs
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(probability|probA_|probB_).*")
-        # libsvm's iteration cap (see train._svm); the model's "converged" parameter records it instead
-        warnings.filterwarnings("ignore", message=r"Solver terminated early")
-        # oneDAL's fits in the search's threads use all cores each, which is what we want
-        warnings.filterwarnings("ignore", message=r"'Threading' parallel backend is not supported")
+    with warnings.catch_warnings():
+        quiet_warnings()
         return _run(config, workspace, started)
 
 
@@ -89,11 +90,12 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
         data = ingest.ingest(raw, config, config.data.source)
         faults.checkpoint("ingest.done")
     _log_ingest(data.report, config)
-    with Tracker(ws, config, data.report) as tracker:  # MLflow from here on, beside the training
+    # the training worker starts (and imports) while MLflow's store opens here: good data only
+    with Trainer(console.console.quiet) as trainer, Tracker(ws, config, data.report) as tracker:
         staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
                   for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
         faults.checkpoint("datasets.staged")
-        outcomes = _train_all(config, data, staged, tracker)
+        outcomes = _train_all(config, data, staged, tracker, trainer)
         from mlflow.entities import RunTag
 
         client, parent_id = ws.client, tracker.parent_id
@@ -222,26 +224,29 @@ def _log_ingest(report: ingest.IngestReport, config: Config) -> None:
         console.info(f"  [dim]·[/] {line}")
 
 
-def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tracker) -> list[ModelOutcome]:
-    """Train each kind in turn; each trained model is tested, packaged and tracked on the tracking thread
-    while the next one trains."""
+def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tracker,
+               trainer: Trainer) -> list[ModelOutcome]:
+    """Train each kind in turn, in the trainer's worker process; each trained model is tested, packaged and
+    tracked on the tracking thread while the next one trains."""
     X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
     X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
     ts = data.train[config.data.timestamp]
     kinds = [train.BASELINE] + [k for k in train.KINDS if config.model(k).enabled]
+    colours = palette([f"{config.registry.model_prefix}-{kind}" for kind in kinds])
     futures = []
     for kind in kinds:
         tracker.check()
-        with console.step(f"train {kind}"):
+        with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
             if kind == train.BASELINE:
                 trained = train.train_baseline(config)
                 test_input = data.test
             else:
-                trained = train.train_model(kind, X, y, ts, config)
+                trained = trainer.train(kind, X, y, ts, config)
                 test_input = X_test
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
-        futures.append(tracker.submit(_track_model, trained, config, staged, test_input, X_test, y_test, baseline))
+        futures.append(tracker.submit(_track_model, trained, config, staged, test_input, X_test, y_test, baseline,
+                                      colours[f"{config.registry.model_prefix}-{kind}"]))
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
@@ -252,9 +257,10 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
 
 
 def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, config: Config, staged: dict,
-                 test_input, X_test: np.ndarray, y_test: np.ndarray, baseline) -> ModelOutcome:
-    """One child run: parameters, CV scores, test metrics, and the ONNX model checked for parity.
-    ``baseline``: the baseline's outcome (a future), for the margins; None for the baseline itself."""
+                 test_input, X_test: np.ndarray, y_test: np.ndarray, baseline, colour: str) -> ModelOutcome:
+    """One child run: parameters, CV scores, test metrics, and the ONNX model checked for parity; then the
+    report's plots of this model. ``baseline``: the baseline's outcome (a future), for the margins; None for
+    the baseline itself."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
@@ -294,7 +300,7 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
                         "evaluation.json")
         digest, report_evidence = None, None
         if onnx is not None:
-            report_evidence = measure(onnx, X_test, y_test, config.model_features, threads=1)  # beside training
+            report_evidence = measure(onnx, X_test, y_test, config.model_features, threads=1, proba=parity.proba)
             client.log_dict(run_id, {"permutation_importance": report_evidence[1].to_dict(orient="records")},
                             "importance.json")
             digest = sha256(onnx)
@@ -309,8 +315,12 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+    try:
+        pngs = model_pngs(name, confusion, report_evidence and report_evidence[1], trained.cv_results, colour)
+    except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
+        pngs = {}
     return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results,
-                        report_evidence)
+                        report_evidence, pngs=pngs)
 
 
 def _log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:

@@ -130,11 +130,26 @@ def _num(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+def model_pngs(name: str, confusion, importance, cv_results, colour: str) -> dict[str, bytes]:
+    """One model's own plots by plot key: the run draws them as soon as the model is tracked, beside the next
+    model's training, rather than all at the end (``ModelOutcome.pngs``)."""
+    out = {f"confusion:{name}": plots.confusion(confusion, f"{name} (test split)")}
+    if importance is not None:
+        out[f"importance:{name}"] = plots.importance(importance, f"{name}: permutation importance", colour)
+    trials = plots.trials(cv_results, f"{name}: search trials") if cv_results is not None else None
+    if trials is not None:
+        out[f"trials:{name}"] = trials
+    return out
+
+
 def plot_sections(result, evidence: Evidence) -> list[dict]:
-    """The plots in the order the page shows them, grouped under headings."""
+    """The plots in the order the page shows them, grouped under headings; a model's own plots as the run
+    drew them, if it did."""
     colours = plots.palette([m.name for m in result.models])
+    drawn = {key: png for m in result.models for key, png in (getattr(m, "pngs", None) or {}).items()}
     confusion = [Plot(f"confusion:{m.name}", m.name, "rows: true label, columns: predicted; count and share of "
-                      "the true label's rows", plots.confusion(m.confusion, f"{m.name} (test split)"))
+                      "the true label's rows", drawn.get(f"confusion:{m.name}")
+                      or plots.confusion(m.confusion, f"{m.name} (test split)"))
                  for m in result.models]
     curves = {name: (e.y_true, e.proba) for name, e in evidence.models.items()}
     ranking = []
@@ -148,11 +163,13 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
     importance = [Plot(f"importance:{name}", name,
                        f"permutation importance on {evidence.importance_rows:,} test rows, "
                        f"{len(e.importance)} features, 5 shuffles each",
-                       plots.importance(e.importance, f"{name}: permutation importance", colours[name]))
+                       drawn.get(f"importance:{name}")
+                       or plots.importance(e.importance, f"{name}: permutation importance", colours[name]))
                   for name, e in evidence.models.items()]
     trials = []
     for m in result.models:
-        png = plots.trials(m.cv_results, f"{m.name}: search trials") if m.cv_results is not None else None
+        png = drawn.get(f"trials:{m.name}") or (
+            plots.trials(m.cv_results, f"{m.name}: search trials") if m.cv_results is not None else None)
         if png is not None:
             trials.append(Plot(f"trials:{m.name}", m.name, f"{len(m.cv_results)} candidates, scored by "
                                "time-ordered cross-validation on the training split", png))

@@ -37,8 +37,10 @@ class ModelKind:
     fast_is_same: bool = False
     """oneDAL fits the very same model (up to float32 rounding), so engine "auto" uses it when installed."""
     threads: bool = False
-    """Its fits release the GIL, so local search fits run in threads. Not so for forests: building many small
-    trees is Python-bound enough that threads were slower than worker processes here."""
+    """Its scikit-learn fits release the GIL, so local search fits run in threads. Not so for scikit-learn's
+    forest: building many small trees is Python-bound enough that threads were slower than worker processes
+    here. oneDAL's fits (``engine``) hold the GIL throughout: locally they run one after another, each on
+    all cores."""
 
 
 def _svm():
@@ -141,13 +143,17 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
         spec.grid if settings.strategy in ("grid", "halving") else spec.ranges)
     _check_names(pipeline, space, f"models.{kind}.space")
     _check_values(pipeline, space, f"models.{kind}.space")
+    compute = config.compute
+    if fast and compute.backend == "local":
+        pipeline.set_params(model__n_jobs=-1)
+        compute = compute.model_copy(update={"n_jobs": 1})
     folds = time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
     for i, (tr, _) in enumerate(folds):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"cross-validation fold {i + 1} of {len(folds)} has training rows of one class only; "
                             f"give more data or fewer split.cv_folds")
     with console.progress_bar(search.progress_columns()) as bar:
-        result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
+        result = search.search(pipeline, space, settings, X, y, folds, compute, key=f"models.{kind}.space",
                                want_decision=True if spec.platt else "proba" if settings.threshold == "tuned" else False,
                                progress=search.Progress(f"search {kind}", bar), threads=spec.threads)
     best = {k: _plain(v) for k, v in result.best_params.items()}

@@ -1,0 +1,65 @@
+"""Models are trained in one worker process, started with the run.
+
+Why a process: oneDAL's fits (``mlpipe[fast]``) hold the GIL from start to end, so in the run's own process
+they stall the tracking thread -- MLflow's store, each model's ONNX package, parity check and child run --
+until each fit returns (measured: a thread spinning beside a oneDAL SVC fit got 0.2% of its free-running
+count). In a worker the two proceed side by side, and the worker's imports (scikit-learn, oneDAL) overlap the
+run's ingest instead of following it.
+
+The worker is a loky process (joblib's), which unlike ``multiprocessing``'s spawn does not run the caller's
+``__main__`` again, so ``mlpipe.run()`` works from any script. Arguments and trained models travel pickled
+through its pipe, in memory; nothing of it is written, registered or served. The worker draws its own
+search progress bar on the inherited stderr.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+WARMUP = ("sklearn.pipeline", "sklearn.impute", "sklearn.preprocessing", "sklearn.svm", "sklearn.ensemble",
+          "sklearn.metrics", "mlpipe.steps.train", "mlpipe.search")
+
+
+def quiet_warnings() -> None:
+    """Warnings a run expects and records otherwise, in whichever process trains."""
+    # scikit-learn 1.9 deprecates SVC(probability=True), which skl2onnx needs
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(probability|probA_|probB_).*")
+    # libsvm's iteration cap (see train._svm); the model's "converged" parameter records it instead
+    warnings.filterwarnings("ignore", message=r"Solver terminated early")
+    # oneDAL's fits in the search's threads use all cores each, which is what we want
+    warnings.filterwarnings("ignore", message=r"'Threading' parallel backend is not supported")
+
+
+def _start(quiet: bool) -> None:
+    from mlpipe import accelerate, console
+
+    console.set_quiet(quiet)
+    quiet_warnings()
+    for module in WARMUP + (("sklearnex.svm", "sklearnex.ensemble") if accelerate.available() else ()):
+        __import__(module)
+
+
+def _ready() -> None:
+    """The first task: returns once the worker has started and imported what training needs."""
+
+
+class Trainer:
+    """``train(kind, ...)`` runs ``steps.train.train_model`` in the worker and returns its ``Trained``."""
+
+    def __init__(self, quiet: bool):
+        from joblib.externals.loky.process_executor import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=1, initializer=_start, initargs=(quiet,))
+        self._pool.submit(_ready)  # start the worker now
+
+    def train(self, kind: str, X, y, ts, config):
+        from mlpipe.steps.train import train_model
+
+        return self._pool.submit(train_model, kind, X, y, ts, config).result()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        # after an error (or Ctrl-C) the worker may be mid-fit: stop it rather than wait for it
+        self._pool.shutdown(wait=True, kill_workers=kind is not None)
