@@ -6,6 +6,7 @@ import json
 import tempfile
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,15 +84,22 @@ def run(config: Config | str | Path | None = None, workspace: Workspace | str | 
 
 
 def _run(config: Config, ws: Workspace, started: float) -> RunResult:
+    with ExitStack() as stack:
+        with console.step("ingest"):
+            raw = read_source(config.data.source)
+            faults.checkpoint("ingest.read")
+            # the data could be read: the training worker starts, and imports while the data is checked
+            trainer = stack.enter_context(Trainer(console.console.quiet))
+            data = ingest.ingest(raw, config, config.data.source)
+            faults.checkpoint("ingest.done")
+        _log_ingest(data.report, config)
+        return _train_and_register(config, ws, data, trainer, started)
+
+
+def _train_and_register(config: Config, ws: Workspace, data: ingest.Ingested, trainer: Trainer,
+                        started: float) -> RunResult:
     prefix = config.registry.model_prefix
-    with console.step("ingest"):
-        raw = read_source(config.data.source)
-        faults.checkpoint("ingest.read")
-        data = ingest.ingest(raw, config, config.data.source)
-        faults.checkpoint("ingest.done")
-    _log_ingest(data.report, config)
-    # the training worker starts (and imports) while MLflow's store opens here: good data only
-    with Trainer(console.console.quiet) as trainer, Tracker(ws, config, data.report) as tracker:
+    with Tracker(ws, config, data.report) as tracker:  # MLflow from here on, beside the training
         staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
                   for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
         faults.checkpoint("datasets.staged")
