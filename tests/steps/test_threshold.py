@@ -46,7 +46,8 @@ def test_fixed_and_default_thresholds():
 
 
 def test_best_threshold_scores_every_candidate_as_scikit_learn_does():
-    """The one-sort confusion counts give the same choice as scoring each candidate with scikit-learn."""
+    """The one-sort confusion counts give the same choice as scoring each candidate with scikit-learn; the
+    threshold returned labels every score as that candidate does, and equals none of them."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
     from mlpipe.steps.threshold import best_threshold
@@ -62,7 +63,9 @@ def test_best_threshold_scores_every_candidate_as_scikit_learn_does():
         candidates = np.unique(np.quantile(proba, np.linspace(0, 1, 201)))
         for metric, score in reference.items():
             expected = float(max(candidates, key=lambda t: score(y, (proba >= t).astype(int))))
-            assert best_threshold(y, proba, metric) == expected, metric
+            threshold = best_threshold(y, proba, metric)
+            assert ((proba >= threshold) == (proba >= expected)).all(), metric
+            assert threshold not in set(proba) and threshold <= expected, metric
 
 
 def test_labels_and_proba_answer_as_predict_and_predict_proba_do():

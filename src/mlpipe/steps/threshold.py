@@ -81,15 +81,21 @@ _METRICS = {  # each from the confusion counts at every candidate threshold at o
 
 
 def best_threshold(truth: np.ndarray, proba: np.ndarray, metric: str) -> float:
-    """The threshold t (label 1 where ``proba >= t``) among 201 quantiles of ``proba`` that maximises
-    ``metric``; ties go to the lowest. Confusion counts for all candidates come from one sort."""
+    """The threshold t (label 1 where ``proba >= t``) that labels ``proba`` as the best of 201 quantiles of
+    ``proba`` does for ``metric`` (ties go to the lowest), placed halfway between that quantile and the next
+    lower score: the same labels here, but no score sits on the threshold. A forest's probabilities are
+    averages of few values, so many test rows tie at a score the threshold would otherwise equal, and
+    float32 rounding in the ONNX graph would flip them all. Confusion counts for all candidates come from
+    one sort."""
     candidates = np.unique(np.quantile(proba, np.linspace(0.0, 1.0, 201)))
     positives, negatives = np.sort(proba[truth == 1]), np.sort(proba[truth != 1])
     tp = len(positives) - np.searchsorted(positives, candidates, side="left")  # scores >= t
     fp = len(negatives) - np.searchsorted(negatives, candidates, side="left")
     fn, tn = len(positives) - tp, len(negatives) - fp
     scores = _METRICS[metric](*(a.astype(np.float64) for a in (tp, fp, fn, tn)))
-    return float(candidates[int(np.argmax(scores))])
+    best = float(candidates[int(np.argmax(scores))])
+    below = proba[proba < best]
+    return (float(below.max()) + best) / 2 if len(below) else best / 2  # every score is labelled 1 (scores >= 0)
 
 
 def threshold_from_decisions(model, X: np.ndarray, y: np.ndarray, decisions: list[tuple[np.ndarray, np.ndarray]],
