@@ -146,11 +146,12 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
     """The plots in the order the page shows them, grouped under headings; a model's own plots as the run
     drew them, if it did."""
     colours = plots.palette([m.name for m in result.models])
-    drawn = {key: png for m in result.models for key, png in (getattr(m, "pngs", None) or {}).items()}
+    drawn: dict[str, bytes] = {}
+    for m in result.models:
+        e = evidence.models.get(m.name)
+        drawn.update(m.pngs or model_pngs(m.name, m.confusion, e and e.importance, m.cv_results, colours[m.name]))
     confusion = [Plot(f"confusion:{m.name}", m.name, "rows: true label, columns: predicted; count and share of "
-                      "the true label's rows", drawn.get(f"confusion:{m.name}")
-                      or plots.confusion(m.confusion, f"{m.name} (test split)"))
-                 for m in result.models]
+                      "the true label's rows", drawn[f"confusion:{m.name}"]) for m in result.models]
     curves = {name: (e.y_true, e.proba) for name, e in evidence.models.items()}
     ranking = []
     if curves:
@@ -163,13 +164,11 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
     importance = [Plot(f"importance:{name}", name,
                        f"permutation importance on {evidence.importance_rows:,} test rows, "
                        f"{len(e.importance)} features, 5 shuffles each",
-                       drawn.get(f"importance:{name}")
-                       or plots.importance(e.importance, f"{name}: permutation importance", colours[name]))
+                       drawn[f"importance:{name}"])
                   for name, e in evidence.models.items()]
     trials = []
     for m in result.models:
-        png = drawn.get(f"trials:{m.name}") or (
-            plots.trials(m.cv_results, f"{m.name}: search trials") if m.cv_results is not None else None)
+        png = drawn.get(f"trials:{m.name}")
         if png is not None:
             trials.append(Plot(f"trials:{m.name}", m.name, f"{len(m.cv_results)} candidates, scored by "
                                "time-ordered cross-validation on the training split", png))
