@@ -247,14 +247,13 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
         with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
             if kind == train.BASELINE:
                 trained = train.train_baseline(config)
-                test_input = data.test
+                onnx, test_input = package.to_onnx(trained, config), data.test
             else:
-                trained = trainer.train(kind, X, y, ts, config)
-                test_input = X_test
+                (trained, onnx), test_input = trainer.train(kind, X, y, ts, config), X_test
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
-        futures.append(tracker.submit(_track_model, trained, config, staged, test_input, X_test, y_test, baseline,
-                                      colours[f"{config.registry.model_prefix}-{kind}"]))
+        futures.append(tracker.submit(_track_model, trained, onnx, config, staged, test_input, X_test, y_test,
+                                      baseline, colours[f"{config.registry.model_prefix}-{kind}"]))
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
@@ -264,11 +263,12 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
     return outcomes
 
 
-def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, config: Config, staged: dict,
-                 test_input, X_test: np.ndarray, y_test: np.ndarray, baseline, colour: str) -> ModelOutcome:
-    """One child run: parameters, CV scores, test metrics, and the ONNX model checked for parity; then the
-    report's plots of this model. ``baseline``: the baseline's outcome (a future), for the margins; None for
-    the baseline itself."""
+def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
+                 config: Config, staged: dict, test_input, X_test: np.ndarray, y_test: np.ndarray, baseline,
+                 colour: str) -> ModelOutcome:
+    """One child run: parameters, CV scores, test metrics, and the model's ONNX graph (``onnx``, None if it has
+    none) checked for parity; then the report's plots of this model. ``baseline``: the baseline's outcome (a
+    future), for the margins; None for the baseline itself."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
@@ -290,7 +290,6 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
                                               in enumerate(trained.cv_results["cv_f1_macro_mean"])])
         sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
         sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
-        onnx = package.to_onnx(trained, config)
         faults.checkpoint("package.converted")
         metrics, parity, labels, proba = sk_metrics, None, sk_labels, sk_proba
         if onnx is not None:  # from here on, every figure is the registered artifact's own
