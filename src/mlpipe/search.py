@@ -85,11 +85,11 @@ def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want
     from sklearn.base import clone
     from sklearn.metrics import f1_score
 
-    from mlpipe.accelerate import as_scored
+    from mlpipe.accelerate import as_scored, for_fit
 
     train_idx, val_idx = folds[task.fold]
     train_idx = subsample(train_idx, task.fraction, task.seed, task.fold)
-    model = clone(template).set_params(**{f"model__{k}": v for k, v in task.params.items()})
+    model = for_fit(clone(template).set_params(**{f"model__{k}": v for k, v in task.params.items()}))
     started = time.perf_counter()
     model = as_scored(model.fit(X[train_idx], y[train_idx]))  # a oneDAL fit, scored as its scikit-learn copy
     fit_seconds = time.perf_counter() - started

@@ -103,9 +103,32 @@ def test_accelerated_and_plain_svm_choose_alike_and_register_a_scikit_learn_svc(
     slow = train_model("svm", X, y, hourly(600), config(svm={"engine": "sklearn"}))
     for trained in (fast, slow):
         assert type(inner(trained.model).named_steps["model"]) is SVC
-    assert (fast.params["engine"], slow.params["engine"]) == ("onedal", "sklearn")
     assert (fast.params["kernel"], fast.params["C"]) == (slow.params["kernel"], slow.params["C"])
+    assert (fast.params["engine"], slow.params["engine"]) == (
+        "sklearn" if fast.params["kernel"] == "linear" else "onedal", "sklearn")
     assert (fast.model.predict(X) == slow.model.predict(X)).mean() > 0.98
+
+
+def test_linear_svm_fits_stay_libsvms_where_onedal_is_asked_for():
+    """oneDAL solves the linear kernel far more slowly than libsvm: such a fit, in the search or the final
+    refit, is scikit-learn's SVC with the same parameters; other kernels stay oneDAL's."""
+    _require_sklearnex()
+    from sklearn.svm import SVC
+
+    from mlpipe import accelerate
+    from mlpipe.steps.features import make_pipeline
+
+    linear = accelerate.for_fit(make_pipeline(accelerate.svc(kernel="linear", C=2.5, cache_size=300))).steps[-1][1]
+    assert type(linear) is SVC and (linear.kernel, linear.C, linear.cache_size) == ("linear", 2.5, 300)
+    rbf = accelerate.for_fit(make_pipeline(accelerate.svc(kernel="rbf"))).steps[-1][1]
+    assert accelerate.engine(rbf) == "onedal" and accelerate.engine(linear) == "sklearn"
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 2)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=400) > 0).astype(int)
+    for kernel, fitted_by in (("linear", "sklearn"), ("rbf", "onedal")):
+        trained = train_model("svm", X, y, hourly(400), config(svm={"space": {"kernel": [kernel], "C": [1]}}))
+        assert trained.params["engine"] == fitted_by
 
 
 def test_a_onedal_forest_is_scored_and_registered_as_its_scikit_learn_copy():

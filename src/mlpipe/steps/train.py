@@ -163,6 +163,8 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     best = {k: _plain(v) for k, v in result.best_params.items()}
     started = time.perf_counter()
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
+    pipeline = accelerate.for_fit(pipeline)
+    fitted_by = accelerate.engine(pipeline.steps[-1][1])
     if spec.platt:  # probabilities and threshold from the search's own out-of-fold decision values
         model = accelerate.as_registered(pipeline.fit(X, y))
         platt_scale(model.named_steps["model"], result.best_decision, y)
@@ -172,7 +174,7 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
                                                     result.best_decision, settings, platt=False)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold,
-              "engine": "onedal" if fast else "sklearn"}
+              "engine": fitted_by}
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)
     return Trained(kind, model, params, result.trials, time.perf_counter() - started)
