@@ -135,3 +135,40 @@ def test_retry_locked_gives_up_after_a_bound_and_passes_other_errors_at_once():
     assert len(calls) == 3
     with pytest.raises(ValueError):
         backends.retry_locked(lambda: (_ for _ in ()).throw(ValueError("no")))
+
+
+def test_new_workspaces_start_from_one_cached_mlflow_schema(tmp_path, monkeypatch):
+    """The first workspace makes the template (tables and Alembic version, no rows) in the cache; later
+    ones copy it, and MLflow opens each as its own store: the default experiment, runs and registered
+    models work, with artifacts in that workspace."""
+    import mlflow
+
+    from mlpipe import schema_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = tmp_path / "cache" / "mlpipe" / f"mlflow-{mlflow.__version__}-schema.db"
+    for name in ("one", "two"):
+        ws = Workspace(tmp_path / name)
+        client = ws.client
+        assert template.exists()
+        run = client.create_run(ws.experiment_id())
+        client.log_metric(run.info.run_id, "m", 1.0)
+        client.create_registered_model(f"model-{name}")
+        assert [m.name for m in client.search_registered_models()] == [f"model-{name}"]
+        assert client.get_experiment("0").name == "Default"
+        assert run.info.artifact_uri.startswith((tmp_path / name).as_uri())
+    with sqlite3.connect(template) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"experiments", "runs", "registered_models", "alembic_version"} <= tables
+        assert con.execute("SELECT count(*) FROM experiments").fetchone() == (0,)
+    assert not list(template.parent.glob(".schema-*")) and schema_cache.cache_dir() == template.parent
+
+
+def test_without_a_writable_cache_mlflow_creates_the_tables_itself(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # its mlpipe/ folder cannot be made
+    ws = Workspace(tmp_path / "ws")
+    run = ws.client.create_run(ws.experiment_id())
+    assert ws.client.get_run(run.info.run_id).info.status == "RUNNING"
+    assert not (blocker / "mlpipe").exists()

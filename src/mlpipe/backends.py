@@ -71,10 +71,15 @@ def sqlite_path(uri: str) -> Path:
 
 
 def prepare_sqlite(path: Path) -> None:
-    """Create the database file in WAL mode (persistent), so readers never block the one writer."""
+    """Create the tracking database file: a new one as MLflow's empty schema (``schema_cache``); in WAL mode
+    (persistent), so readers never block the one writer."""
     import sqlite3
 
+    from mlpipe import schema_cache
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        schema_cache.copy_empty_schema(path)
     con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
     try:
         con.execute("PRAGMA journal_mode=WAL")
