@@ -191,10 +191,20 @@ def bench(size: int, repeat: int) -> dict:
             "all_walls": {"seed": [r["wall_s"] for r in seeds], "mlpipe": [r["wall_s"] for r in ours]}}
 
 
+def cpu_model() -> str:
+    """The processor's name: the seed's libsvm and mlpipe's oneDAL gain differently from one CPU to another."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
 def report(results: list[dict], command: str) -> str:
     lines = [f"# mlpipe run vs the seed's training procedure", "",
              f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-             f"- machine: {os.cpu_count()} cores (nproc), {platform.processor() or platform.machine()}, "
+             f"- machine: {os.cpu_count()} cores (nproc), {cpu_model()}, {platform.machine()}, "
              f"Python {platform.python_version()}",
              f"- command: `{command}`", f"- mlpipe config: `{CONFIG.relative_to(REPO)}`", "",
              "| size | rows | seed wall s (CPU s) | mlpipe wall s (CPU s) | speed-up: wall (CPU) | seed test macro F1 (svm / rf / best) | "
@@ -240,8 +250,8 @@ def main() -> None:
     text = report(results, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"nproc": os.cpu_count(), "command": command,
-                                                         "results": results}, indent=2, default=str))
+    meta = {"nproc": os.cpu_count(), "cpu": cpu_model(), "command": command}
+    args.out.with_suffix(".json").write_text(json.dumps({**meta, "results": results}, indent=2, default=str))
     print(text)
 
 
