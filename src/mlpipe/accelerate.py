@@ -47,9 +47,9 @@ def random_forest(**params):
 
 LIBSVM_KERNELS = ("linear",)
 """Kernels whose SVC fits are libsvm's even where oneDAL is asked for. Measured on the Turku training rows,
-standardised (2 cores): linear at C=1, libsvm 0.25 s against oneDAL 3.4 s; at C=10, 0.46 s against 40 s; on the
-4x rows at C=1, 4.2 s against 30 s. For rbf, poly and sigmoid oneDAL was the faster (0.45 s against 0.60 s for
-rbf at C=1, 4.2 s against 13.6 s for rbf at C=10 on the 4x rows)."""
+standardised (2 cores), libsvm against oneDAL: linear at C=1, 0.25 s against 3.4 s; at C=10, 0.46 s against
+40 s; on the 4x rows at C=1, 4.2 s against 30 s. For rbf, poly and sigmoid oneDAL was the faster: rbf at C=1,
+0.60 s against 0.45 s; at C=10 on the 4x rows, 13.6 s against 4.2 s."""
 
 
 def for_fit(pipeline):
