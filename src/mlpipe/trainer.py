@@ -61,14 +61,18 @@ class Trainer:
         from joblib.externals.loky.process_executor import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(max_workers=1, initializer=_start, initargs=(quiet,))
-        self._pool.submit(_ready)  # start the worker now
+        self._task = self._pool.submit(_ready)  # start the worker now
 
     def train(self, kind: str, X, y, ts, config):
-        return self._pool.submit(_train_and_package, kind, X, y, ts, config).result()
+        self._task = self._pool.submit(_train_and_package, kind, X, y, ts, config)
+        return self._task.result()
 
     def __enter__(self) -> "Trainer":
         return self
 
     def __exit__(self, kind, error, tb) -> None:
-        # after an error (or Ctrl-C) the worker may be mid-fit: stop it rather than wait for it
-        self._pool.shutdown(wait=True, kill_workers=kind is not None)
+        # After an error (or Ctrl-C) with the worker mid-task, stop it rather than wait for it. An idle worker
+        # -- the error was the task's own, or came after training -- is let go: one killed after it had run a
+        # task made loky's resource tracker warn about a semaphore on stderr after the run had exited (1 in 5
+        # runs with a bad search space), beside the one line a bad input is owed.
+        self._pool.shutdown(wait=True, kill_workers=kind is not None and not self._task.done())
