@@ -40,11 +40,13 @@ class ModelKind:
     """Its scikit-learn fits release the GIL, so local search fits run in threads. Not so for scikit-learn's
     forest: building many small trees is Python-bound enough that threads were slower than worker processes
     here."""
-    fast_threads: bool = False
-    """Local search fits by oneDAL (``engine``) run in threads, one core each. Otherwise they run one after
-    another, each on all cores: oneDAL's SVC holds the GIL throughout a fit. The forest's search fits are
-    small next to scoring their scikit-learn copies, whose tree walks release the GIL: in two threads its
-    search took 1.4 s instead of 2.4 s (24 fold fits on the 4x Turku data, 2 cores)."""
+    fast_n_jobs: int = -1
+    """Local search fits by oneDAL (``engine``) run in threads, each on this many cores. -1, all, for the SVC:
+    oneDAL's SVC holds the GIL throughout a fit, so its fits take turns, each on all cores, while libsvm's
+    (the linear kernel, ``accelerate.for_fit``), which release the GIL, run beside them (the default NYC
+    pipeline's SVM step: 27 s instead of 39 s with one fit after another). 1 for the forest: its search fits
+    are small next to scoring their scikit-learn copies, whose tree walks release the GIL (1.4 s instead of
+    2.4 s one after another, 24 fold fits on the 4x Turku data). The final fit runs on all cores."""
 
 
 def _svm():
@@ -85,7 +87,7 @@ KINDS: dict[str, ModelKind] = {
     "random_forest": ModelKind(_random_forest, {"max_depth": [8, 10, 12], "class_weight": [None, "balanced"]},
                                {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
                                 "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
-                               {"n_jobs": -1}, make_fast=_random_forest_fast, fast_threads=True),
+                               {"n_jobs": -1}, make_fast=_random_forest_fast, fast_n_jobs=1),
     "lightgbm": ModelKind(_lightgbm, {"num_leaves": [15, 63]},
                           {"num_leaves": Range(low=7, high=255, log=True),
                            "learning_rate": Range(low=0.01, high=0.3, log=True),
@@ -147,17 +149,17 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
         spec.grid if settings.strategy in ("grid", "halving") else spec.ranges)
     _check_names(pipeline, space, f"models.{kind}.space")
     _check_values(pipeline, space, f"models.{kind}.space")
-    compute, threads = config.compute, spec.fast_threads if fast else spec.threads
-    if fast and compute.backend == "local" and not threads:  # one fit after another, each on all cores
-        pipeline.set_params(model__n_jobs=-1)
-        compute = compute.model_copy(update={"n_jobs": 1})
+    threads = spec.threads
+    if fast and config.compute.backend == "local":
+        pipeline.set_params(model__n_jobs=spec.fast_n_jobs)
+        threads = True
     folds = time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
     for i, (tr, _) in enumerate(folds):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"cross-validation fold {i + 1} of {len(folds)} has training rows of one class only; "
                             f"give more data or fewer split.cv_folds")
     with console.progress_bar(search.progress_columns()) as bar:
-        result = search.search(pipeline, space, settings, X, y, folds, compute, key=f"models.{kind}.space",
+        result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
                                want_decision=True if spec.platt else "proba" if settings.threshold == "tuned" else False,
                                progress=search.Progress(f"search {kind}", bar), threads=threads)
     best = {k: _plain(v) for k, v in result.best_params.items()}
