@@ -76,8 +76,7 @@ def per_call(fn, min_s: float, min_calls: int = 3) -> float:
 def bench_in_process(ws, names: list[str], quick: bool) -> list[dict]:
     import warnings
 
-    from mlpipe.steps.package import make_session
-    from mlpipe.steps.package import INPUT, OUTPUTS
+    from mlpipe.steps.package import INPUT, OUTPUTS, make_session
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     rows = []

@@ -22,16 +22,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlpipe"
 
 
-def copy_empty_schema(path: Path) -> bool:
-    """Create the SQLite file ``path`` (which must not exist) as MLflow's empty schema; False if no template
-    could be had, leaving ``path`` absent."""
+def copy_empty_schema(path: Path) -> None:
+    """Create the SQLite file ``path`` (which must not exist) as MLflow's empty schema; if no template can be
+    had, leave ``path`` absent for MLflow to create."""
     template = _template()
     if template is None:
-        return False
+        return
     partial = path.with_name(f".{path.name}.partial")
     shutil.copyfile(template, partial)
     os.replace(partial, path)  # never a half-copied database under the real name
-    return True
 
 
 def _template() -> Path | None:
