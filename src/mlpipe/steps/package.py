@@ -96,12 +96,19 @@ def _sklearn_graph(pipeline, n_features: int):
     estimator = pipeline.steps[-1][1]
     if type(estimator).__module__.startswith("lightgbm"):
         _register_lightgbm()
-    return convert_sklearn(
+    model = convert_sklearn(
         pipeline,
+        name=type(estimator).__name__,  # skl2onnx's default is a random UUID
         initial_types=[(INPUT, FloatTensorType([None, n_features]))],
         options={id(estimator): {"zipmap": False}},
         target_opset={"": OPSET, "ai.onnx.ml": 3},
     )
+    # the same fitted model gives the same bytes, so an identical fit has an identical SHA-256: the opset
+    # imports come in set order, which varies from one process to another
+    imports = sorted(model.opset_import, key=lambda o: o.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    return model
 
 
 def _label_from_threshold(model, threshold: float) -> None:
