@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlpipe.provenance import cpu_model  # PYTHONPATH=src, as the docstring says
+
 REPO = Path(__file__).resolve().parents[1]
 CSV = Path(os.environ.get("MLPIPE_SHARED_DATA", REPO.parent / "shared" / "data")) / "turku_weather_processed.csv"
 CONFIG = REPO / "configs" / "turku_book_label.toml"
@@ -189,16 +191,6 @@ def bench(size: int, repeat: int) -> dict:
             "cpu_ratio": seed["cpu_s"] / mine["cpu_s"], "f1_margin": mine["best_f1"] - seed["best_f1"],
             "svc_refit_floor": floor,
             "all_walls": {"seed": [r["wall_s"] for r in seeds], "mlpipe": [r["wall_s"] for r in ours]}}
-
-
-def cpu_model() -> str:
-    """The processor's name: the seed's libsvm and mlpipe's oneDAL gain differently from one CPU to another."""
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def report(results: list[dict], command: str) -> str:

@@ -76,10 +76,12 @@ def run(
     artifact_location: ArtifactsOpt = None,
     ray_address: Annotated[Optional[str], typer.Option(
         "--ray-address", help="Run search trials on the Ray cluster at HOST:PORT (overrides [compute]).")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Search and fit every model anew, even where an identical fit is cached.")] = False,
 ) -> None:
     """Run the whole pipeline: ingest, features, train, test, package, register."""
     from mlpipe import console
-    from mlpipe.config import load_config, on_ray
+    from mlpipe.config import load_config, on_ray, without_cache
     from mlpipe.pipeline import run as run_pipeline
     from mlpipe.search import check_compute
     from mlpipe.workspace import run_workspace
@@ -88,6 +90,8 @@ def run(
     cfg = load_config(config, source=source)
     if ray_address is not None:
         cfg = on_ray(cfg, ray_address)
+    if no_cache:
+        cfg = without_cache(cfg)
     check_compute(cfg.compute)  # before any work: a Ray head that is not there is bad input
     ws = run_workspace(workspace, cfg, tracking_uri=tracking_uri, datasets_uri=datasets_uri,
                        artifact_location=artifact_location)

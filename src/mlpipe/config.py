@@ -276,6 +276,9 @@ class ComputeConfig(_Strict):
     """Ray: the cluster's address (``host:port`` of a head started with ``ray start --head``)."""
     n_jobs: Annotated[int, Field(ge=-1)] = -1
     """local: parallel trial fits; -1 = all cores."""
+    cache: bool = True
+    """Reuse a model searched and fitted before on the same training rows, settings and code
+    (``mlpipe.fitcache``); ``mlpipe run --no-cache`` turns it off for one run."""
 
     @model_validator(mode="after")
     def _address(self) -> "ComputeConfig":
@@ -336,6 +339,11 @@ def on_ray(config: Config, address: str) -> Config:
         raise ConfigError("--ray-address: empty address; give HOST:PORT of a Ray head")
     compute = config.compute.model_copy(update={"backend": "ray", "address": address.strip()})
     return config.model_copy(update={"compute": compute})
+
+
+def without_cache(config: Config) -> Config:
+    """``config`` with every model searched and fitted anew (``mlpipe run --no-cache``)."""
+    return config.model_copy(update={"compute": config.compute.model_copy(update={"cache": False})})
 
 
 def _loc(err: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlpipe import console, faults, provenance
+from mlpipe import console, faults, fitcache, provenance
 from mlpipe.config import Config, load_config
 from mlpipe.datasets import DatasetVersion
 from mlpipe.models import sha256
@@ -245,15 +245,18 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
     for kind in kinds:
         tracker.check()
         with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
+            fit = None
             if kind == train.BASELINE:
                 trained = train.train_baseline(config)
                 onnx, test_input = package.to_onnx(trained, config), data.test
             else:
-                (trained, onnx), test_input = trainer.train(kind, X, y, ts, config), X_test
+                fit = _cached_fit(kind, X, y, ts, config, tracker.ws)
+                (trained, onnx) = (fit.hit.trained, fit.hit.onnx) if fit.hit else trainer.train(kind, X, y, ts, config)
+                test_input = X_test
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
         futures.append(tracker.submit(_track_model, trained, onnx, config, staged, test_input, X_test, y_test,
-                                      baseline, colours[f"{config.registry.model_prefix}-{kind}"]))
+                                      baseline, colours[f"{config.registry.model_prefix}-{kind}"], fit))
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
@@ -263,19 +266,47 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
     return outcomes
 
 
+@dataclass(frozen=True)
+class CachedFit:
+    """Where a searched model comes from: ``key`` in the fit cache (None: cache off), ``hit`` if reused."""
+
+    key: str | None
+    hit: fitcache.Hit | None = None
+    root: Path | None = None
+
+    def tags(self) -> dict[str, str]:
+        if self.key is None:
+            return {"mlpipe.fit_cache": "off"}
+        if self.hit is None:
+            return {"mlpipe.fit_cache": "miss", "mlpipe.fit_key": self.key}
+        return {"mlpipe.fit_cache": "hit", "mlpipe.fit_key": self.key, "mlpipe.fitted_in_run": self.hit.fitted_in_run}
+
+
+def _cached_fit(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config, ws: Workspace) -> CachedFit:
+    if not config.compute.cache:
+        return CachedFit(None)
+    key = fitcache.key(kind, X, y, ts, config)
+    hit = fitcache.load(ws.root, key)
+    if hit is not None:
+        console.info(f"  [dim]·[/] {kind}: the fit of run {hit.fitted_in_run} reused (same training rows, "
+                     f"settings and code; {hit.path})")
+    return CachedFit(key, hit, ws.root)
+
+
 def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
                  config: Config, staged: dict, test_input, X_test: np.ndarray, y_test: np.ndarray, baseline,
-                 colour: str) -> ModelOutcome:
+                 colour: str, fit: CachedFit | None) -> ModelOutcome:
     """One child run: parameters, CV scores, test metrics, and the model's ONNX graph (``onnx``, None if it has
     none) checked for parity; then the report's plots of this model. ``baseline``: the baseline's outcome (a
-    future), for the margins; None for the baseline itself."""
+    future), for the margins; None for the baseline itself. ``fit``: for a searched model, whether it came from
+    the fit cache; one that did not is stored there once checked."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
     name = f"{config.registry.model_prefix}-{trained.kind}"
     run = client.create_run(experiment_id, run_name=trained.kind, tags=resolve_tags({
         "mlflow.parentRunId": parent_id, "mlflow.source.git.commit": provenance.git_commit(),
-        "mlpipe.kind": trained.kind}))
+        "mlpipe.kind": trained.kind, **(fit.tags() if fit else {})}))
     run_id = run.info.run_id
     try:
         params = {**{f"version.{k}": v for k, v in provenance.versions().items()},
@@ -318,6 +349,8 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
                 "onnx_sha256": digest})
             client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
             faults.checkpoint("model.logged")
+            if fit is not None and fit.key is not None and fit.hit is None:
+                fitcache.store(fit.root, fit.key, trained, onnx, run_id)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
