@@ -140,14 +140,16 @@ def _train_and_register(config: Config, ws: Workspace, data: ingest.Ingested, tr
 
 class Tracker:
     """MLflow bookkeeping on one background thread, in submission order, while the main thread trains: the
-    store (created on first use), the parent run, then per trained model its test, ONNX package, parity
-    check and child run. Leaving the block ends the parent run: FINISHED, or FAILED on an exception."""
+    store (created on first use), the parent run, then per trained model its child run. Each model's test,
+    parity check and measures run beside it on two threads of their own (``compute``). Leaving the block ends
+    the parent run: FINISHED, or FAILED on an exception."""
 
     def __init__(self, ws: Workspace, config: Config, report: ingest.IngestReport):
         from concurrent.futures import ThreadPoolExecutor
 
         self.ws = ws
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlpipe-tracking")
+        self._checks = ThreadPoolExecutor(2, thread_name_prefix="mlpipe-checks")
         self._parent = self._pool.submit(self._open, config, report)
         self._pending: list = []
 
@@ -179,6 +181,13 @@ class Tracker:
         self._pending.append(future)
         return future
 
+    def compute(self, fn, *args):
+        """Run ``fn(*args)`` -- work that needs no MLflow, such as a model's checks -- on one of two threads of
+        its own, so it need not wait for the store to open nor for the models before it to be logged."""
+        future = self._checks.submit(fn, *args)
+        self._pending.append(future)
+        return future
+
     def check(self) -> None:
         """Raise now the error of any tracking work that has already failed."""
         for future in [self._parent, *self._pending]:
@@ -191,6 +200,7 @@ class Tracker:
     def __exit__(self, kind, error, tb) -> None:
         for future in self._pending:
             future.cancel()
+        self._checks.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         if self._parent.done() and self._parent.exception() is None:
             status = "FINISHED" if kind is None else "KILLED" if kind is KeyboardInterrupt else "FAILED"
@@ -255,8 +265,9 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
                 test_input = X_test
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
-        futures.append(tracker.submit(_track_model, trained, onnx, config, staged, test_input, X_test, y_test,
-                                      baseline, colours[f"{config.registry.model_prefix}-{kind}"], fit))
+        checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test)
+        futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staged, y_test, baseline,
+                                      colours[f"{config.registry.model_prefix}-{kind}"], fit))
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
@@ -293,13 +304,39 @@ def _cached_fit(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     return CachedFit(key, hit, ws.root)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A trained model tested on the test split: scikit-learn's answers, then -- where it has an ONNX graph --
+    that graph checked against them, and every figure from here on the graph's own."""
+
+    sk_metrics: dict[str, float]
+    parity: package.Parity | None
+    metrics: dict[str, float]
+    labels: np.ndarray
+    proba: np.ndarray
+    evidence: tuple[np.ndarray, pd.DataFrame] | None
+    """For the report: test probabilities and permutation importance, measured on the ONNX bytes."""
+
+
+def _check_model(trained: train.Trained, onnx: bytes | None, config: Config, test_input, X_test: np.ndarray,
+                 y_test: np.ndarray) -> Checked:
+    sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
+    sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
+    faults.checkpoint("package.converted")
+    if onnx is None:
+        return Checked(sk_metrics, None, sk_metrics, sk_labels, sk_proba, None)
+    parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
+    evidence = measure(onnx, X_test, y_test, config.model_features, threads=1, proba=parity.proba)
+    return Checked(sk_metrics, parity, parity.metrics, parity.labels, parity.proba, evidence)
+
+
 def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
-                 config: Config, staged: dict, test_input, X_test: np.ndarray, y_test: np.ndarray, baseline,
-                 colour: str, fit: CachedFit | None) -> ModelOutcome:
-    """One child run: parameters, CV scores, test metrics, and the model's ONNX graph (``onnx``, None if it has
-    none) checked for parity; then the report's plots of this model. ``baseline``: the baseline's outcome (a
-    future), for the margins; None for the baseline itself. ``fit``: for a searched model, whether it came from
-    the fit cache; one that did not is stored there once checked."""
+                 checked, config: Config, staged: dict, y_test: np.ndarray, baseline, colour: str,
+                 fit: CachedFit | None) -> ModelOutcome:
+    """One child run: parameters, CV scores, and once ``checked`` (a future of ``_check_model``) is done, the
+    test metrics and the model's ONNX graph (``onnx``, None if it has none); then the report's plots of this
+    model. ``baseline``: the baseline's outcome (a future), for the margins; None for the baseline itself.
+    ``fit``: for a searched model, whether it came from the fit cache; one that did not is stored there."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
@@ -319,26 +356,20 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
             client.log_table(run_id, trained.cv_results, "cv_results.json")
             client.log_batch(run_id, metrics=[Metric("cv_f1_macro", float(score), now, i) for i, score
                                               in enumerate(trained.cv_results["cv_f1_macro_mean"])])
-        sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
-        sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
-        faults.checkpoint("package.converted")
-        metrics, parity, labels, proba = sk_metrics, None, sk_labels, sk_proba
-        if onnx is not None:  # from here on, every figure is the registered artifact's own
-            parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
-            metrics, labels, proba = parity.metrics, parity.labels, parity.proba
+        c: Checked = checked.result()
+        metrics, parity = c.metrics, c.parity
         if baseline is not None:
             metrics = {**metrics, **evaluate.margins(metrics, baseline.result().metrics)}
-        confusion = evaluate.confusion(y_test, labels)
+        confusion = evaluate.confusion(y_test, c.labels)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        client.log_dict(run_id, {"metrics": metrics, "sklearn_metrics": sk_metrics,
+        client.log_dict(run_id, {"metrics": metrics, "sklearn_metrics": c.sk_metrics,
                                  "onnx_label_agreement": parity and parity.agreement,
                                  "onnx_max_probability_gap": parity and parity.max_proba_gap,
                                  "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
-                                 "reliability": evaluate.reliability(y_test, proba)},
+                                 "reliability": evaluate.reliability(y_test, c.proba)},
                         "evaluation.json")
-        digest, report_evidence = None, None
+        digest, report_evidence = None, c.evidence
         if onnx is not None:
-            report_evidence = measure(onnx, X_test, y_test, config.model_features, threads=1, proba=parity.proba)
             client.log_dict(run_id, {"permutation_importance": report_evidence[1].to_dict(orient="records")},
                             "importance.json")
             digest = sha256(onnx)
