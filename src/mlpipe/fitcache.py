@@ -134,7 +134,7 @@ def store(root: Path, fit_key: str, trained, onnx: bytes, run_id: str) -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _prune(base)
-    except (OSError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 -- the run's models are checked and registered; only reuse is lost
         print(f"warning: fit not cached in {base} ({type(e).__name__}: {e})", file=sys.stderr)
 
 

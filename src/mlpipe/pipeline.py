@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import warnings
 from contextlib import ExitStack
@@ -100,10 +101,9 @@ def _train_and_register(config: Config, ws: Workspace, data: ingest.Ingested, tr
                         started: float) -> RunResult:
     prefix = config.registry.model_prefix
     with Tracker(ws, config, data.report) as tracker:  # MLflow from here on, beside the training
-        staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
-                  for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
-        faults.checkpoint("datasets.staged")
-        outcomes = _train_all(config, data, staged, tracker, trainer)
+        staging = tracker.compute(_stage, ws, prefix, data)  # beside the training, which does not need it
+        outcomes = _train_all(config, data, staging, tracker, trainer)
+        staged = staging.result()
         from mlflow.entities import RunTag
 
         client, parent_id = ws.client, tracker.parent_id
@@ -136,6 +136,14 @@ def _train_and_register(config: Config, ws: Workspace, data: ingest.Ingested, tr
         result = RunResult(parent_id, duration, datasets, outcomes, champion, reason, data.report)
         _write_report(result, config, ws)
     return result
+
+
+def _stage(ws: Workspace, prefix: str, data: ingest.Ingested) -> dict:
+    """The three datasets' files written at their content addresses (``DatasetRegistry.stage``), not registered."""
+    staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
+              for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
+    faults.checkpoint("datasets.staged")
+    return staged
 
 
 class Tracker:
@@ -242,7 +250,7 @@ def _log_ingest(report: ingest.IngestReport, config: Config) -> None:
         console.info(f"  [dim]·[/] {line}")
 
 
-def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tracker,
+def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
                trainer: Trainer) -> list[ModelOutcome]:
     """Train each kind in turn, in the trainer's worker process; each trained model is tested, packaged and
     tracked on the tracking thread while the next one trains."""
@@ -260,14 +268,17 @@ def _train_all(config: Config, data: ingest.Ingested, staged: dict, tracker: Tra
                 trained = train.train_baseline(config)
                 onnx, test_input = package.to_onnx(trained, config), data.test
             else:
-                fit = _cached_fit(kind, X, y, ts, config, tracker.ws)
-                (trained, onnx) = (fit.hit.trained, fit.hit.onnx) if fit.hit else trainer.train(kind, X, y, ts, config)
-                test_input = X_test
+                fit_key = fitcache.key(kind, X, y, ts, config) if config.compute.cache else None
+                trained, onnx, hit = trainer.train(kind, X, y, ts, config, tracker.ws.root, fit_key)
+                fit, test_input = CachedFit(fit_key, hit, trainer, tracker.ws.root), X_test
+                if hit is not None:
+                    console.info(f"  [dim]·[/] {kind}: the fit of run {hit.fitted_in_run} reused (same training "
+                                 f"rows, settings and code; {hit.path})")
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
-        checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test)
-        futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staged, y_test, baseline,
-                                      colours[f"{config.registry.model_prefix}-{kind}"], fit))
+        checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test,
+                                  colours[f"{config.registry.model_prefix}-{kind}"])
+        futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staging, y_test, baseline, fit))
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
@@ -282,8 +293,9 @@ class CachedFit:
     """Where a searched model comes from: ``key`` in the fit cache (None: cache off), ``hit`` if reused."""
 
     key: str | None
-    hit: fitcache.Hit | None = None
-    root: Path | None = None
+    hit: fitcache.Hit | None
+    trainer: Trainer
+    root: Path
 
     def tags(self) -> dict[str, str]:
         if self.key is None:
@@ -292,16 +304,10 @@ class CachedFit:
             return {"mlpipe.fit_cache": "miss", "mlpipe.fit_key": self.key}
         return {"mlpipe.fit_cache": "hit", "mlpipe.fit_key": self.key, "mlpipe.fitted_in_run": self.hit.fitted_in_run}
 
-
-def _cached_fit(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config, ws: Workspace) -> CachedFit:
-    if not config.compute.cache:
-        return CachedFit(None)
-    key = fitcache.key(kind, X, y, ts, config)
-    hit = fitcache.load(ws.root, key)
-    if hit is not None:
-        console.info(f"  [dim]·[/] {kind}: the fit of run {hit.fitted_in_run} reused (same training rows, "
-                     f"settings and code; {hit.path})")
-    return CachedFit(key, hit, ws.root)
+    def store(self, run_id: str) -> None:
+        """Keep a newly trained, checked model for the next run (a reused one is there already)."""
+        if self.key is not None and self.hit is None:
+            self.trainer.store(self.root, self.key, run_id)
 
 
 @dataclass(frozen=True)
@@ -314,29 +320,45 @@ class Checked:
     metrics: dict[str, float]
     labels: np.ndarray
     proba: np.ndarray
+    confusion: list[list[int]]
     evidence: tuple[np.ndarray, pd.DataFrame] | None
     """For the report: test probabilities and permutation importance, measured on the ONNX bytes."""
+    pngs: dict[str, bytes]
+    """The report's plots of this model (``render.model_pngs``); empty if they could not be drawn."""
+
+
+_drawing = threading.Lock()
+"""matplotlib is not thread-safe: one model's plots are drawn at a time."""
 
 
 def _check_model(trained: train.Trained, onnx: bytes | None, config: Config, test_input, X_test: np.ndarray,
-                 y_test: np.ndarray) -> Checked:
+                 y_test: np.ndarray, colour: str) -> Checked:
     sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
     sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
     faults.checkpoint("package.converted")
-    if onnx is None:
-        return Checked(sk_metrics, None, sk_metrics, sk_labels, sk_proba, None)
-    parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
-    evidence = measure(onnx, X_test, y_test, config.model_features, threads=1, proba=parity.proba)
-    return Checked(sk_metrics, parity, parity.metrics, parity.labels, parity.proba, evidence)
+    metrics, parity, labels, proba, evidence = sk_metrics, None, sk_labels, sk_proba, None
+    if onnx is not None:  # from here on, every figure is the registered artifact's own
+        parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
+        metrics, labels, proba = parity.metrics, parity.labels, parity.proba
+        evidence = measure(onnx, X_test, y_test, config.model_features, threads=1, proba=parity.proba)
+    confusion = evaluate.confusion(y_test, labels)
+    try:
+        with _drawing:
+            pngs = model_pngs(f"{config.registry.model_prefix}-{trained.kind}", confusion,
+                              evidence and evidence[1], trained.cv_results, colour)
+    except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
+        pngs = {}
+    return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs)
 
 
 def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
-                 checked, config: Config, staged: dict, y_test: np.ndarray, baseline, colour: str,
+                 checked, config: Config, staging, y_test: np.ndarray, baseline,
                  fit: CachedFit | None) -> ModelOutcome:
-    """One child run: parameters, CV scores, and once ``checked`` (a future of ``_check_model``) is done, the
-    test metrics and the model's ONNX graph (``onnx``, None if it has none); then the report's plots of this
-    model. ``baseline``: the baseline's outcome (a future), for the margins; None for the baseline itself.
-    ``fit``: for a searched model, whether it came from the fit cache; one that did not is stored there."""
+    """One child run: parameters, the datasets (``staging``, a future of ``_stage``), CV scores, and once
+    ``checked`` (a future of ``_check_model``) is done, the test metrics and the model's ONNX graph (``onnx``,
+    None if it has none). ``baseline``: the baseline's outcome (a future), for the margins; None for the
+    baseline itself. ``fit``: for a searched model, whether it came from the fit cache; one that did not is
+    stored there once logged."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
@@ -347,7 +369,7 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
     run_id = run.info.run_id
     try:
         params = {**{f"version.{k}": v for k, v in provenance.versions().items()},
-                  **{f"dataset.{role}.{k}": v for role, s in staged.items() for k, v in
+                  **{f"dataset.{role}.{k}": v for role, s in staging.result().items() for k, v in
                      (("name", s.name), ("digest", s.digest))},
                   **{k: _short(v) for k, v in trained.params.items()}}
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -360,7 +382,7 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
         metrics, parity = c.metrics, c.parity
         if baseline is not None:
             metrics = {**metrics, **evaluate.margins(metrics, baseline.result().metrics)}
-        confusion = evaluate.confusion(y_test, c.labels)
+        confusion = c.confusion
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         client.log_dict(run_id, {"metrics": metrics, "sklearn_metrics": c.sk_metrics,
                                  "onnx_label_agreement": parity and parity.agreement,
@@ -380,18 +402,14 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
                 "onnx_sha256": digest})
             client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
             faults.checkpoint("model.logged")
-            if fit is not None and fit.key is not None and fit.hit is None:
-                fitcache.store(fit.root, fit.key, trained, onnx, run_id)
+            if fit is not None:
+                fit.store(run_id)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    try:
-        pngs = model_pngs(name, confusion, report_evidence and report_evidence[1], trained.cv_results, colour)
-    except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
-        pngs = {}
     return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results,
-                        report_evidence, pngs=pngs)
+                        report_evidence, pngs=c.pngs)
 
 
 def _log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:

@@ -30,6 +30,9 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"Solver terminated early")
     # oneDAL's fits in the search's threads use all cores each, which is what we want
     warnings.filterwarnings("ignore", message=r"'Threading' parallel backend is not supported")
+    # requests silences this as it imports urllib3, but a library's catch_warnings() in another of the run's
+    # threads can restore the filters from before that, mid-import (warnings' filters are process-wide)
+    warnings.filterwarnings("ignore", message=r"SOCKS support in urllib3 requires")
 
 
 def _start(quiet: bool) -> None:
@@ -45,17 +48,37 @@ def _ready() -> None:
     """The first task: returns once the worker has started and imported what training needs."""
 
 
-def _train_and_package(kind: str, X, y, ts, config):
+_unstored: dict = {}
+"""In the worker: models trained under a fit-cache key, until the run has checked them (``Trainer.store``)."""
+
+
+def _train_and_package(kind: str, X, y, ts, config, root, fit_key: str | None):
+    from mlpipe import fitcache
     from mlpipe.steps.package import to_onnx
     from mlpipe.steps.train import train_model
 
+    hit = fitcache.load(root, fit_key) if fit_key is not None else None
+    if hit is not None:
+        return hit.trained, hit.onnx, hit
     trained = train_model(kind, X, y, ts, config)
-    return trained, to_onnx(trained, config)
+    onnx = to_onnx(trained, config)
+    if fit_key is not None:
+        _unstored[fit_key] = (trained, onnx)
+    return trained, onnx, None
+
+
+def _store(root, fit_key: str, run_id: str) -> None:
+    from mlpipe import fitcache
+
+    trained, onnx = _unstored.pop(fit_key)
+    fitcache.store(root, fit_key, trained, onnx, run_id)
 
 
 class Trainer:
     """``train(kind, ...)`` runs ``steps.train.train_model`` in the worker and returns its ``Trained`` with
-    its ONNX graph (``steps.package.to_onnx``)."""
+    its ONNX graph (``steps.package.to_onnx``) -- or, given a fit-cache key, the model stored under it
+    (``mlpipe.fitcache``), which ``store`` stores once the run has checked it. The cache is read and written
+    in the worker, which has scikit-learn imported already and is idle when every fit is reused."""
 
     def __init__(self, quiet: bool):
         from joblib.externals.loky.process_executor import ProcessPoolExecutor
@@ -63,9 +86,15 @@ class Trainer:
         self._pool = ProcessPoolExecutor(max_workers=1, initializer=_start, initargs=(quiet,))
         self._task = self._pool.submit(_ready)  # start the worker now
 
-    def train(self, kind: str, X, y, ts, config):
-        self._task = self._pool.submit(_train_and_package, kind, X, y, ts, config)
+    def train(self, kind: str, X, y, ts, config, root=None, fit_key: str | None = None):
+        """``(trained, onnx, hit)``: ``hit`` is the ``fitcache.Hit`` reused, None if the model was trained."""
+        self._task = self._pool.submit(_train_and_package, kind, X, y, ts, config, root, fit_key)
         return self._task.result()
+
+    def store(self, root, fit_key: str, run_id: str) -> None:
+        """Store the model trained under ``fit_key`` in the fit cache, in the worker, after what is queued there
+        (so never before training ends); the run's exit waits for it."""
+        self._pool.submit(_store, root, fit_key, run_id)
 
     def __enter__(self) -> "Trainer":
         return self
