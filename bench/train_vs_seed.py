@@ -230,8 +230,8 @@ def report(results: list[dict], command: str) -> str:
                      f"{ours}; {m['champion']} {m['best_f1']:.4f} | {r['f1_margin']:+.4f} |")
     lines += ["", "Re-run in the same workspace: every fit reused from the fit cache; still ingested, tested, "
               "checked against ONNX, measured, registered and reported.", "",
-              "| size | seed wall s (CPU s) | mlpipe re-run wall s (CPU s) | speed-up: wall (CPU) | mlpipe test macro F1 "
-              "(champion) |", "| --- | --- | --- | --- | --- |"]
+              "| size | seed wall s (CPU s) | mlpipe re-run wall s (CPU s) | speed-up: wall (CPU) "
+              "| mlpipe test macro F1 (champion) |", "| --- | --- | --- | --- | --- |"]
     for r in results:
         s, m = r["seed"], r["rerun"]
         lines.append(f"| {r['size']}x | {s['wall_s']:.1f} ({s['cpu_s']:.0f}) | {m['wall_s']:.1f} ({m['cpu_s']:.0f}) | "

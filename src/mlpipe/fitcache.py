@@ -11,8 +11,8 @@ An entry is stored only once its model has passed its parity check, in ``<worksp
 
 A reused model is tested, checked against its ONNX graph, measured for the report and registered exactly as a
 new one; its child run is tagged ``mlpipe.fit_cache = hit`` and ``mlpipe.fitted_in_run``. An entry that
-cannot be read is reported on stderr and the model is fitted again. The newest ``MAX_ENTRIES`` entries are
-kept. Deleting the folder is always safe.
+cannot be read is reported on stderr and removed, and the model fitted again. The newest ``MAX_ENTRIES``
+entries are kept. Deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def load(root: Path, fit_key: str) -> Hit | None:
     try:
         hit = _read(path)
     except Exception as e:  # noqa: BLE001 -- a cache entry is never worth a failed run: reported, then refitted
-        print(f"warning: fit cache entry {path} not used ({type(e).__name__}: {e}); fitting again",
+        print(f"warning: fit cache entry {path} not used ({type(e).__name__}: {e}); removed, fitting again",
               file=sys.stderr)
+        shutil.rmtree(path, ignore_errors=True)
         return None
     os.utime(path)  # recently used: kept longest
     return hit
@@ -123,10 +124,7 @@ def store(root: Path, fit_key: str, trained, onnx: bytes, run_id: str) -> None:
             (tmp / "entry.json").write_text(json.dumps(
                 {"kind": trained.kind, "params": trained.params, "fit_seconds": trained.fit_seconds,
                  "run_id": run_id, "onnx_sha256": hashlib.sha256(onnx).hexdigest(), "stored": time.time()}))
-            target = base / fit_key
-            if target.exists():
-                shutil.rmtree(target, ignore_errors=True)  # an unreadable entry being replaced
-            os.rename(tmp, target)
+            os.rename(tmp, base / fit_key)
         except OSError:
             if (base / fit_key / "entry.json").exists():  # a concurrent run stored the same fit first
                 return

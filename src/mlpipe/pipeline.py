@@ -252,8 +252,9 @@ def _log_ingest(report: ingest.IngestReport, config: Config) -> None:
 
 def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
                trainer: Trainer) -> list[ModelOutcome]:
-    """Train each kind in turn, in the trainer's worker process; each trained model is tested, packaged and
-    tracked on the tracking thread while the next one trains."""
+    """Train each kind in turn, in the trainer's worker process (which also packages it as ONNX, or reuses an
+    identical fit); each trained model is tested and checked on the checks threads and tracked on the tracking
+    thread while the next one trains."""
     X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
     X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
     ts = data.train[config.data.timestamp]
