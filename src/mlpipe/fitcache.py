@@ -27,7 +27,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,7 @@ def key(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config) 
     settings = config.model_dump(mode="json", include={"data", "target", "split", "features"})
     settings["data"].pop("source")
     settings.update(kind=kind, model=config.model(kind).model_dump(mode="json"), backend=config.compute.backend,
-                    model_features=config.model_features, code=_code_digest(), versions=_versions(),
+                    model_features=config.model_features, code=_code_digest(), versions=provenance.versions(FIT_PACKAGES),
                     cpu=provenance.cpu_model())
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     times = pd.util.hash_pandas_object(ts, index=False).to_numpy()
@@ -152,14 +151,3 @@ def _code_digest() -> str:
         h.update(path.relative_to(package).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()
-
-
-@cache
-def _versions() -> dict[str, str | None]:
-    out = {}
-    for name in FIT_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out

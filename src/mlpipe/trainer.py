@@ -1,12 +1,12 @@
 """Models are trained in one worker process, started with the run.
 
 Why a process: oneDAL's fits (``mlpipe[fast]``) hold the GIL from start to end, so in the run's own process
-they stall the tracking thread -- MLflow's store, each model's ONNX package, parity check and child run --
-until each fit returns (measured: a thread spinning beside a oneDAL SVC fit got 0.2% of its free-running
-count). In a worker the two proceed side by side, and the worker's imports (scikit-learn, oneDAL) overlap the
-run's ingest instead of following it. The worker also packages each model it trained as ONNX: skl2onnx's
-conversion is Python-bound (0.7 s for a forest of 100 trees 12 deep), and there it overlaps the run's checks
-of the model before instead of queueing behind them on the tracking thread.
+they stall its other threads -- each model's checks, MLflow's store and child runs -- until each fit returns
+(measured: a thread spinning beside a oneDAL SVC fit got 0.2% of its free-running count). In a worker the two
+proceed side by side, and the worker's imports (scikit-learn, oneDAL) overlap the run's ingest instead of
+following it. The worker also packages each model it trained as ONNX: skl2onnx's conversion is Python-bound
+(0.7 s for a forest of 100 trees 12 deep), and there it overlaps the run's checks of the model before. It
+reads and writes the fit cache (``mlpipe.fitcache``) too.
 
 The worker is a loky process (joblib's), which unlike ``multiprocessing``'s spawn does not run the caller's
 ``__main__`` again, so ``mlpipe.run()`` works from any script. Arguments and trained models travel pickled
