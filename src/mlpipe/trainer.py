@@ -35,13 +35,38 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"SOCKS support in urllib3 requires")
 
 
-def _start(quiet: bool) -> None:
+def _start(quiet: bool, run_pid: int) -> None:
     from mlpipe import accelerate, console
 
+    _exit_with_parent(run_pid)
     console.set_quiet(quiet)
     quiet_warnings()
     for module in WARMUP + (("sklearnex.svm", "sklearnex.ensemble") if accelerate.available() else ()):
         __import__(module)
+
+
+def _exit_with_parent(run_pid: int) -> None:
+    """End the worker when the run that started it (``run_pid``, its parent) is gone, even if it went before
+    the worker got this far. A run killed outright (SIGKILL, the OOM killer) cannot stop its worker, and loky's
+    worker does not notice: it idled on, holding its memory (about 170 MB each), until the machine ran out.
+    The check waits while a oneDAL fit holds the GIL; that is soon enough."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        import multiprocessing
+        import signal
+
+        while os.getppid() == run_pid:
+            time.sleep(0.5)
+        try:
+            for child in multiprocessing.active_children():  # a search's joblib workers would idle on too
+                os.kill(child.pid, signal.SIGKILL)  # (loky's processes have no kill())
+        finally:
+            os._exit(1)  # nothing to hand back to: whatever the worker held belonged to the killed run
+
+    threading.Thread(target=watch, name="mlpipe-parent-watch", daemon=True).start()
 
 
 def _ready() -> None:
@@ -81,9 +106,11 @@ class Trainer:
     in the worker, which has scikit-learn imported already and is idle when every fit is reused."""
 
     def __init__(self, quiet: bool):
+        import os
+
         from joblib.externals.loky.process_executor import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(max_workers=1, initializer=_start, initargs=(quiet,))
+        self._pool = ProcessPoolExecutor(max_workers=1, initializer=_start, initargs=(quiet, os.getpid()))
         self._task = self._pool.submit(_ready)  # start the worker now
 
     def train(self, kind: str, X, y, ts, config, root=None, fit_key: str | None = None):

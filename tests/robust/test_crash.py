@@ -5,8 +5,9 @@ wrong digest, no alias on an incomplete version, never two champions; and the ne
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import signal
+import time
+from pathlib import Path
 
 
 from mlpipe import faults
@@ -30,6 +31,28 @@ def weak_svm(path: Path) -> Path:
 def test_kill_points_cover_every_checkpoint():
     assert sorted({k.split("#")[0] for k in KILLS}) == sorted(faults.POINTS)
     assert len(KILLS) == 20
+
+
+MARK = "MLPIPE_TEST_CRASH_MARK"
+
+
+def _survivors(mark: str, timeout: float = 10.0) -> list[str]:
+    """Processes (the run's training worker, say) whose environment carries ``mark``, once ``timeout`` has
+    passed without them all exiting."""
+    needle = f"{MARK}={mark}".encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and needle in (proc / "environ").read_bytes().split(b"\0"):
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    alive.append(f"{proc.name}: {command[:120]}")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def _check(fork_server, ws) -> dict:
@@ -62,9 +85,12 @@ def test_sigkill_at_20_points_loses_nothing_and_the_next_run_succeeds(fork_serve
         early = faults.POINTS.index(point.split("#")[0]) < faults.POINTS.index("register.locked")
         before = _lists(fork_server, ws) if early else None
 
+        mark = f"{tmp_path.name}-{i}"
         killed = fork_server.run("run", "--config", str(config), "--workspace", str(ws), "--quiet",
-                                 env={faults.ENV: point})
+                                 env={faults.ENV: point, MARK: mark})
         assert killed.signal == signal.SIGKILL, f"{point}: not reached (exit {killed.code}): {killed.stderr[-2000:]}"
+        survivors = _survivors(mark)
+        assert not survivors, f"{point}: processes of the killed run still alive 10 s later: {survivors}"
         _check(fork_server, ws)
         if early:
             assert _lists(fork_server, ws) == before, f"{point}: killed before registration, yet registered"
