@@ -289,3 +289,31 @@ def test_the_page_embeds_the_plots_the_run_drew_beside_training():
     model.pngs = {}
     again = {p.key: p for section in plot_sections(result, Evidence([], {}, 0)) for p in section["plots"]}
     assert set(again) == set(marked) and all(again[key].png[:4] == b"\x89PNG" for key in marked)
+
+
+def test_the_page_embeds_the_ranking_plots_the_run_drew_while_registering():
+    """ROC, precision-recall and reliability are drawn while the run registers (``RunResult.ranking_pngs``);
+    the page embeds exactly those when they show the models it shows, and draws its own otherwise."""
+    from mlpipe import pipeline
+    from mlpipe.config import load_config
+    from mlpipe.report.evidence import Evidence, ModelEvidence
+    from mlpipe.report.render import plot_sections
+    from mlpipe.steps.ingest import IngestReport
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(int)
+    proba = np.clip(0.5 * y + 0.6 * rng.random(300), 0, 1)
+    model = pipeline.ModelOutcome("svm", "x-svm", "r1", {"C": 10}, {"f1": 0.5, "accuracy": 0.5}, [[5, 1], [2, 3]],
+                                  None, pd.DataFrame(), None, version=1)
+    evidence = Evidence([], {"x-svm": ModelEvidence("x-svm", "svm", y, proba,
+                                                    pd.DataFrame({"feature": ["a"], "mean": [0.1], "std": [0.0]}))}, 300)
+    marked = {key: b"\x89PNG drawn-by-the-run " + key.encode() for key in ("roc", "pr", "reliability")}
+    ranked = lambda result: {p.key: p.png for section in plot_sections(result, evidence)  # noqa: E731
+                             for p in section["plots"] if p.key in marked}
+    result = pipeline.RunResult("abc", 1.0, {}, [model], None, "", IngestReport(), (("x-svm",), marked))
+    assert ranked(result) == marked
+    result.ranking_pngs = (("x-svm", "x-forest"), marked)  # drawn for other models: not these
+    again = ranked(result)
+    assert set(again) == set(marked) and all(png[:4] == b"\x89PNG" and png != marked[k] for k, png in again.items())
+    result.ranking_pngs = None
+    assert set(ranked(result)) == set(marked)

@@ -36,7 +36,8 @@ def test_a_script_without_a_main_guard_trains_in_one_worker_process(turku_small,
         children = [open(f"/proc/{{p}}/cmdline").read() for p in os.listdir("/proc") if p.isdigit() and
                     open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
         print(json.dumps({{"pid": os.getpid(), "workers": sorted(set(svm.cv_results["worker"])),
-                          "children": children, "version": svm.version}}))
+                          "children": children, "version": svm.version, "models": [m.name for m in result.models],
+                          "ranked": list(result.ranking_pngs[0])}}))
     """))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
@@ -44,6 +45,7 @@ def test_a_script_without_a_main_guard_trains_in_one_worker_process(turku_small,
     assert proc.stdout.count("script body ran") == 1
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["version"] == 1
+    assert out["ranked"] == out["models"]  # the ranking plots were drawn while the run registered, of every model
     assert len(out["workers"]) == 1 and out["workers"] != [f"pid-{out['pid']}"], out
     # loky's resource tracker lives as long as the script, as multiprocessing's does; no worker does
     assert [c for c in out["children"] if "resource_tracker" not in c] == []

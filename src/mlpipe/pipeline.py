@@ -20,7 +20,7 @@ from mlpipe.datasets import DatasetVersion
 from mlpipe.models import sha256
 from mlpipe.report.evidence import measure
 from mlpipe.report.plots import palette
-from mlpipe.report.render import model_pngs
+from mlpipe.report.render import model_pngs, ranking_pngs
 from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
 from mlpipe.steps.features import feature_matrix, feature_spec
@@ -61,6 +61,9 @@ class RunResult:
     champion: register.Candidate | None
     champion_reason: str
     ingest_report: ingest.IngestReport
+    ranking_pngs: tuple[tuple[str, ...], dict[str, bytes]] | None = field(default=None, repr=False)
+    """The report's plots of all models on one axis (``render.ranking_pngs``) and the models they show, drawn
+    while the run registered; None to draw them with the report."""
 
     def to_dict(self) -> dict:
         """The contract's ``run --json`` object."""
@@ -102,7 +105,8 @@ def _train_and_register(config: Config, ws: Workspace, data: ingest.Ingested, tr
     prefix = config.registry.model_prefix
     with Tracker(ws, config, data.report) as tracker:  # MLflow from here on, beside the training
         staging = tracker.compute(_stage, ws, prefix, data)  # beside the training, which does not need it
-        outcomes = _train_all(config, data, staging, tracker, trainer)
+        outcomes, ranking = _train_all(config, data, staging, tracker, trainer)
+        trainer.release()  # its last task (storing fits) is queued: it exits while the run registers
         staged = staging.result()
         from mlflow.entities import RunTag
 
@@ -133,7 +137,7 @@ def _train_and_register(config: Config, ws: Workspace, data: ingest.Ingested, tr
         duration = time.perf_counter() - started
         client.log_metric(parent_id, "duration_s", duration)
         faults.checkpoint("run.ending")
-        result = RunResult(parent_id, duration, datasets, outcomes, champion, reason, data.report)
+        result = RunResult(parent_id, duration, datasets, outcomes, champion, reason, data.report, ranking.result())
         _write_report(result, config, ws)
     return result
 
@@ -250,17 +254,17 @@ def _log_ingest(report: ingest.IngestReport, config: Config) -> None:
         console.info(f"  [dim]·[/] {line}")
 
 
-def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
-               trainer: Trainer) -> list[ModelOutcome]:
+def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker, trainer: Trainer):
     """Train each kind in turn, in the trainer's worker process (which also packages it as ONNX, or reuses an
     identical fit); each trained model is tested and checked on the checks threads and tracked on the tracking
-    thread while the next one trains."""
+    thread while the next one trains. Returns the outcomes, and a future of the report's plots that rank them
+    all (``_draw_ranking``), drawn while the run registers."""
     X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
     X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
     ts = data.train[config.data.timestamp]
     kinds = [train.BASELINE] + [k for k in train.KINDS if config.model(k).enabled]
     colours = palette([f"{config.registry.model_prefix}-{kind}" for kind in kinds])
-    futures = []
+    futures, checks = [], []
     for kind in kinds:
         tracker.check()
         with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
@@ -278,15 +282,29 @@ def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
         checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test,
-                                  colours[f"{config.registry.model_prefix}-{kind}"])
+                                  colours[f"{config.registry.model_prefix}-{kind}"], 0 if kind == kinds[-1] else 1)
+        checks.append(checked)
         futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staging, y_test, baseline, fit))
+    ranking = tracker.compute(_draw_ranking, dict(zip(colours, checks)), y_test, colours)
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
         m = outcome.metrics
         console.info(f"  [dim]·[/] {outcome.kind}: F1 {m['f1']:.4f}  accuracy {m['accuracy']:.4f}  "
                      f"ROC AUC {m.get('roc_auc', float('nan')):.4f}")
-    return outcomes
+    return outcomes, ranking
+
+
+def _draw_ranking(checks: dict, y_test: np.ndarray, colours: dict[str, str]):
+    """The report's ROC, precision-recall and reliability plots of the models measured on their ONNX graphs
+    (``checks``: model name -> future of its ``Checked``), and their names; None if they could not be drawn
+    (the report draws them again, and warns if that fails too)."""
+    curves = {name: (y_test, c.result().evidence[0]) for name, c in checks.items() if c.result().evidence}
+    try:
+        with _drawing:
+            return tuple(curves), ranking_pngs(curves, colours)
+    except Exception:  # noqa: BLE001 -- not lost: see above
+        return None
 
 
 @dataclass(frozen=True)
@@ -333,7 +351,8 @@ _drawing = threading.Lock()
 
 
 def _check_model(trained: train.Trained, onnx: bytes | None, config: Config, test_input, X_test: np.ndarray,
-                 y_test: np.ndarray, colour: str) -> Checked:
+                 y_test: np.ndarray, colour: str, threads: int) -> Checked:
+    """``threads``: onnxruntime's for the permutation importance; 1 beside the training, 0 (all) after it."""
     sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
     sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
     faults.checkpoint("package.converted")
@@ -341,7 +360,7 @@ def _check_model(trained: train.Trained, onnx: bytes | None, config: Config, tes
     if onnx is not None:  # from here on, every figure is the registered artifact's own
         parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
         metrics, labels, proba = parity.metrics, parity.labels, parity.proba
-        evidence = measure(onnx, X_test, y_test, config.model_features, threads=1, proba=parity.proba)
+        evidence = measure(onnx, X_test, y_test, config.model_features, threads=threads, proba=parity.proba)
     confusion = evaluate.confusion(y_test, labels)
     try:
         with _drawing:

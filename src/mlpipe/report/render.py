@@ -142,6 +142,12 @@ def model_pngs(name: str, confusion, importance, cv_results, colour: str) -> dic
     return out
 
 
+def ranking_pngs(curves, colours) -> dict[str, bytes]:
+    """The plots that rank all models on one axis, from ``curves``: model name -> (true labels, probabilities)."""
+    return {"roc": plots.roc(curves, colours), "pr": plots.precision_recall(curves, colours),
+            "reliability": plots.reliability(curves, colours)}
+
+
 def plot_sections(result, evidence: Evidence) -> list[dict]:
     """The plots in the order the page shows them, grouped under headings; a model's own plots as the run
     drew them, if it did."""
@@ -155,12 +161,13 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
     curves = {name: (e.y_true, e.proba) for name, e in evidence.models.items()}
     ranking = []
     if curves:
+        pre = result.ranking_pngs  # drawn by the run for these same models, or to draw now
+        ranked = pre[1] if pre is not None and pre[0] == tuple(curves) else ranking_pngs(curves, colours)
         ranking = [Plot("roc", "ROC", "positive class = label 1; probabilities from the registered ONNX models",
-                        plots.roc(curves, colours)),
-                   Plot("pr", "Precision-recall", "positive class = label 1; AP = average precision",
-                        plots.precision_recall(curves, colours)),
+                        ranked["roc"]),
+                   Plot("pr", "Precision-recall", "positive class = label 1; AP = average precision", ranked["pr"]),
                    Plot("reliability", "Reliability", "calibration of the probabilities: points on the diagonal "
-                        "mean a predicted 30% rains 30% of the time", plots.reliability(curves, colours))]
+                        "mean a predicted 30% rains 30% of the time", ranked["reliability"])]
     importance = [Plot(f"importance:{name}", name,
                        f"permutation importance on {evidence.importance_rows:,} test rows, "
                        f"{len(e.importance)} features, 5 shuffles each",
