@@ -264,7 +264,7 @@ def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
     ts = data.train[config.data.timestamp]
     kinds = [train.BASELINE] + [k for k in train.KINDS if config.model(k).enabled]
     colours = palette([f"{config.registry.model_prefix}-{kind}" for kind in kinds])
-    futures, checks = [], []
+    futures, checks = [], {}
     for kind in kinds:
         tracker.check()
         with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
@@ -281,11 +281,12 @@ def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
                                  f"rows, settings and code; {hit.path})")
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
-        checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test,
-                                  colours[f"{config.registry.model_prefix}-{kind}"], 0 if kind == kinds[-1] else 1)
-        checks.append(checked)
+        name = f"{config.registry.model_prefix}-{kind}"
+        checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test, colours[name],
+                                  0 if kind == kinds[-1] else 1)
+        checks[name] = checked
         futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staging, y_test, baseline, fit))
-    ranking = tracker.compute(_draw_ranking, dict(zip(colours, checks)), y_test, colours)
+    ranking = tracker.compute(_draw_ranking, checks, y_test, colours)
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
     for outcome in outcomes:
