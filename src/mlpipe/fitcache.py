@@ -65,8 +65,8 @@ def key(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config) 
     settings = config.model_dump(mode="json", include={"data", "target", "split", "features"})
     settings["data"].pop("source")
     settings.update(kind=kind, model=config.model(kind).model_dump(mode="json"), backend=config.compute.backend,
-                    model_features=config.model_features, code=_code_digest(), versions=provenance.versions(FIT_PACKAGES),
-                    cpu=provenance.cpu_model())
+                    model_features=config.model_features, code=_code_digest(),
+                    versions=provenance.versions(FIT_PACKAGES), cpu=provenance.cpu_model())
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     times = pd.util.hash_pandas_object(ts, index=False).to_numpy()
     for array in (X, y, times):

@@ -263,7 +263,8 @@ def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
     X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
     ts = data.train[config.data.timestamp]
     kinds = [train.BASELINE] + [k for k in train.KINDS if config.model(k).enabled]
-    colours = palette([f"{config.registry.model_prefix}-{kind}" for kind in kinds])
+    names = {kind: f"{config.registry.model_prefix}-{kind}" for kind in kinds}
+    colours = palette(list(names.values()))
     futures, checks = [], {}
     for kind in kinds:
         tracker.check()
@@ -281,10 +282,9 @@ def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
                                  f"rows, settings and code; {hit.path})")
             faults.checkpoint("train.fitted")
         baseline = futures[0] if futures else None
-        name = f"{config.registry.model_prefix}-{kind}"
-        checked = tracker.compute(_check_model, trained, onnx, config, test_input, X_test, y_test, colours[name],
-                                  0 if kind == kinds[-1] else 1)
-        checks[name] = checked
+        name = names[kind]
+        checks[name] = checked = tracker.compute(_check_model, trained, onnx, name, config, test_input, X_test,
+                                                 y_test, colours[name], 0 if kind == kinds[-1] else 1)
         futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staging, y_test, baseline, fit))
     ranking = tracker.compute(_draw_ranking, checks, y_test, colours)
     with console.step("test + package + track"):
@@ -351,8 +351,8 @@ _drawing = threading.Lock()
 """matplotlib is not thread-safe: one model's plots are drawn at a time."""
 
 
-def _check_model(trained: train.Trained, onnx: bytes | None, config: Config, test_input, X_test: np.ndarray,
-                 y_test: np.ndarray, colour: str, threads: int) -> Checked:
+def _check_model(trained: train.Trained, onnx: bytes | None, name: str, config: Config, test_input,
+                 X_test: np.ndarray, y_test: np.ndarray, colour: str, threads: int) -> Checked:
     """``threads``: onnxruntime's for the permutation importance; 1 beside the training, 0 (all) after it."""
     sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
     sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
@@ -365,8 +365,7 @@ def _check_model(trained: train.Trained, onnx: bytes | None, config: Config, tes
     confusion = evaluate.confusion(y_test, labels)
     try:
         with _drawing:
-            pngs = model_pngs(f"{config.registry.model_prefix}-{trained.kind}", confusion,
-                              evidence and evidence[1], trained.cv_results, colour)
+            pngs = model_pngs(name, confusion, evidence and evidence[1], trained.cv_results, colour)
     except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
         pngs = {}
     return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs)
