@@ -9,6 +9,12 @@
 
 from __future__ import annotations
 
+import os as _os
+
+# Local-first: a run talks to its own stores and nothing else. MLflow 3 otherwise starts threads as it is
+# imported that fetch a configuration from its servers and send them usage records. A user's own setting wins.
+_os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 __version__ = "0.1.0"
 
 __all__ = ["Workspace", "load_config", "load_model", "run"]
