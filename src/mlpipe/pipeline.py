@@ -285,7 +285,8 @@ def _train_all(config: Config, data: ingest.Ingested, staging, tracker: Tracker,
         name = names[kind]
         checks[name] = checked = tracker.compute(_check_model, trained, onnx, name, config, test_input, X_test,
                                                  y_test, colours[name], 0 if kind == kinds[-1] else 1)
-        futures.append(tracker.submit(_track_model, trained, onnx, checked, config, staging, y_test, baseline, fit))
+        futures.append(tracker.submit(_track_model, trained, onnx, name, checked, config, staging, y_test, baseline,
+                                      fit))
     ranking = tracker.compute(_draw_ranking, checks, y_test, colours)
     with console.step("test + package + track"):
         outcomes = [f.result() for f in futures]
@@ -300,7 +301,8 @@ def _draw_ranking(checks: dict, y_test: np.ndarray, colours: dict[str, str]):
     """The report's ROC, precision-recall and reliability plots of the models measured on their ONNX graphs
     (``checks``: model name -> future of its ``Checked``), and their names; None if they could not be drawn
     (the report draws them again, and warns if that fails too)."""
-    curves = {name: (y_test, c.result().evidence[0]) for name, c in checks.items() if c.result().evidence}
+    evidence = {name: c.result().evidence for name, c in checks.items()}
+    curves = {name: (y_test, e[0]) for name, e in evidence.items() if e}
     try:
         with _drawing:
             return tuple(curves), ranking_pngs(curves, colours)
@@ -372,17 +374,16 @@ def _check_model(trained: train.Trained, onnx: bytes | None, name: str, config: 
 
 
 def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
-                 checked, config: Config, staging, y_test: np.ndarray, baseline,
+                 name: str, checked, config: Config, staging, y_test: np.ndarray, baseline,
                  fit: CachedFit | None) -> ModelOutcome:
-    """One child run: parameters, the datasets (``staging``, a future of ``_stage``), CV scores, and once
-    ``checked`` (a future of ``_check_model``) is done, the test metrics and the model's ONNX graph (``onnx``,
-    None if it has none). ``baseline``: the baseline's outcome (a future), for the margins; None for the
+    """One child run of the model registered as ``name``: parameters, the datasets (``staging``, a future of
+    ``_stage``), CV scores, and once ``checked`` (a future of ``_check_model``) is done, the test metrics and the
+    model's ONNX graph (``onnx``, None if it has none). ``baseline``: the baseline's outcome (a future), for the margins; None for the
     baseline itself. ``fit``: for a searched model, whether it came from the fit cache; one that did not is
     stored there once logged."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
-    name = f"{config.registry.model_prefix}-{trained.kind}"
     run = client.create_run(experiment_id, run_name=trained.kind, tags=resolve_tags({
         "mlflow.parentRunId": parent_id, "mlflow.source.git.commit": provenance.git_commit(),
         "mlpipe.kind": trained.kind, **(fit.tags() if fit else {})}))
