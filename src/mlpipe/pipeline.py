@@ -378,9 +378,9 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
                  fit: CachedFit | None) -> ModelOutcome:
     """One child run of the model registered as ``name``: parameters, the datasets (``staging``, a future of
     ``_stage``), CV scores, and once ``checked`` (a future of ``_check_model``) is done, the test metrics and the
-    model's ONNX graph (``onnx``, None if it has none). ``baseline``: the baseline's outcome (a future), for the margins; None for the
-    baseline itself. ``fit``: for a searched model, whether it came from the fit cache; one that did not is
-    stored there once logged."""
+    model's ONNX graph (``onnx``, None if it has none). ``baseline``: the baseline's outcome (a future), for the
+    margins; None for the baseline itself. ``fit``: for a searched model, whether it came from the fit cache; one
+    that did not is stored there once logged."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking.context.registry import resolve_tags
 
