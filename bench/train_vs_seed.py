@@ -22,7 +22,9 @@ Each round then runs ``mlpipe run`` once more in the same workspace: a re-run, w
 fit cache (``mlpipe.fitcache``) and still ingests, tests, checks each ONNX graph against scikit-learn, measures,
 registers and reports. It is reported apart: the headline ratio is the first, cold run's.
 
-Also timed, once per size: the single SVC refit on all training rows, alone (``svc_refit_floor``).
+Also timed, once per size: the single SVC refit on all training rows, alone (``svc_refit_floor``); and the
+work the issue requires of a run and nothing else, in one fresh process (``required_work.py``), whose CPU
+seconds over the machine's cores bound how fast any run on this machine could be.
 """
 
 from __future__ import annotations
@@ -138,10 +140,14 @@ def svc_refit_floor(csv: Path, params: dict) -> dict:
     return out
 
 
-def mlpipe_run(csv: Path, workspace: Path) -> dict:
-    """``mlpipe run`` end to end in a fresh workspace, timed around the whole command (start-up included)."""
-    cmd = [sys.executable, "-m", "mlpipe", "run", "--config", str(CONFIG), "--source", str(csv),
-           "--workspace", str(workspace), "--json"]
+def required_work(csv: Path) -> dict:
+    """``required_work.py`` (the issue's required work alone), timed around the whole process like a run."""
+    wall, cpu, stdout, _ = _timed([sys.executable, str(REPO / "bench" / "required_work.py"), str(csv)])
+    return {**json.loads(stdout), "process_wall_s": wall, "process_cpu_s": cpu}
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, str, str]:
+    """Run ``cmd`` with mlpipe's sources importable: its wall and CPU seconds (children included), stdout, stderr."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     started, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -149,11 +155,18 @@ def mlpipe_run(csv: Path, workspace: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     if proc.returncode != 0:
-        raise SystemExit(f"mlpipe run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout)
+        raise SystemExit(f"{' '.join(cmd[1:3])} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, cpu, proc.stdout, proc.stderr
+
+
+def mlpipe_run(csv: Path, workspace: Path) -> dict:
+    """``mlpipe run`` end to end in a fresh workspace, timed around the whole command (start-up included)."""
+    wall, cpu, stdout, stderr = _timed([sys.executable, "-m", "mlpipe", "run", "--config", str(CONFIG), "--source",
+                                        str(csv), "--workspace", str(workspace), "--json"])
+    result = json.loads(stdout)
     f1 = {m["kind"]: m["metrics"]["f1"] for m in result["models"] if m["kind"] != "baseline"}
     champion = next(m for m in result["models"] if m["name"] == result["champion"]["name"])
-    steps = {m.group(2): float(m.group(3)) for m in re.finditer(r"(✓) (.+?) \((\d+\.\d+) s\)", proc.stderr)}
+    steps = {m.group(2): float(m.group(3)) for m in re.finditer(r"(✓) (.+?) \((\d+\.\d+) s\)", stderr)}
     return {"wall_s": wall, "cpu_s": cpu, "f1": f1, "champion": champion["kind"],
             "best_f1": champion["metrics"]["f1"], "train_rows": result["ingest"]["train_rows"],
             "test_rows": result["ingest"]["test_rows"], "steps_s": steps, "search": _searches(workspace, result)}
@@ -194,12 +207,14 @@ def bench(size: int, repeat: int) -> dict:
             print(f"  mlpipe re-run {reruns[-1]['wall_s']:.1f} s, F1 {reruns[-1]['f1']}", file=sys.stderr, flush=True)
             _check_rerun(ours[-1], reruns[-1])
         floor = svc_refit_floor(csv, min(seeds, key=lambda r: r["wall_s"])["svm_best_params"])
+        required = required_work(csv)
     seed, mine = min(seeds, key=lambda r: r["wall_s"]), min(ours, key=lambda r: r["wall_s"])
     rerun = min(reruns, key=lambda r: r["wall_s"])
     return {"size": size, "rows": rows, "seed": seed, "mlpipe": mine, "speedup": seed["wall_s"] / mine["wall_s"],
             "cpu_ratio": seed["cpu_s"] / mine["cpu_s"], "f1_margin": mine["best_f1"] - seed["best_f1"],
             "rerun": rerun, "rerun_speedup": seed["wall_s"] / rerun["wall_s"],
             "rerun_cpu_ratio": seed["cpu_s"] / rerun["cpu_s"], "svc_refit_floor": floor,
+            "required_work": required,
             "all_walls": {"seed": [r["wall_s"] for r in seeds], "mlpipe": [r["wall_s"] for r in ours],
                           "mlpipe_rerun": [r["wall_s"] for r in reruns]}}
 
@@ -256,6 +271,19 @@ def report(results: list[dict], command: str) -> str:
         lines.append(f"- {r['size']}x ({f['rows']} rows, {f['params']}): " + "; ".join(
             f"{name} {t:.1f} s, so at most {s['wall_s'] / t:.1f}x for a pipeline doing nothing else"
             for name, t in engines))
+    cores = os.cpu_count() or 1
+    lines += ["", "The work the issue requires of a run and nothing else (`bench/required_work.py`: imports, ingest, the "
+              "baseline, both searches with their refits, ONNX graphs, scikit-learn's test answers and the parity "
+              "checks; no MLflow, registry, plots, importance or report), in one fresh process. No arrangement on "
+              f"{cores} cores can take less wall time than its CPU seconds over {cores}:", ""]
+    for r in results:
+        w, s = r["required_work"], r["seed"]
+        bound = w["process_cpu_s"] / cores
+        lines.append(f"- {r['size']}x: {w['process_wall_s']:.1f} s wall ({s['wall_s'] / w['process_wall_s']:.2f}x the "
+                     f"seed), {w['process_cpu_s']:.1f} CPU s, so at least {bound:.1f} s on {cores} cores: at most "
+                     f"{s['wall_s'] / bound:.2f}x the seed's {s['wall_s']:.1f} s; 10x would need at most "
+                     f"{s['wall_s'] / 10 * cores:.1f} CPU s. Pieces (wall / CPU s): " + "; ".join(
+                         f"{p['piece']} {p['wall_s']:.2f} / {p['cpu_s']:.2f}" for p in w["pieces"]))
     return "\n".join(lines) + "\n"
 
 

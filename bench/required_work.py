@@ -1,0 +1,80 @@
+"""The work the fast-search issue requires of a run, and nothing else, timed piece by piece in one fresh process.
+
+    PYTHONPATH=src python3 bench/required_work.py CSV      # prints one JSON object
+
+mlpipe's own functions, in order, on the Turku config (``configs/turku_book_label.toml``) with ``CSV`` as its
+data: the imports, reading and ingesting, the baseline and its ONNX graph checked, then per searched model its
+search and one refit on all training rows (``steps.train.train_model``), its ONNX graph, scikit-learn's answers
+on the test split and the graph checked against them (``steps.package.check_parity``). Left out: MLflow (runs,
+datasets, registry, champion), the fit cache, the plots, the permutation importance and the report.
+
+``train_vs_seed.py`` runs it beside the seed's procedure: its CPU seconds over the machine's cores are the least
+wall time any arrangement of a run on this machine could take.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+_T0, _CPU0 = time.perf_counter(), sum(os.times()[:2])
+_pieces: list[dict] = []
+
+
+def _mark(piece: str) -> None:
+    wall, cpu = time.perf_counter() - _T0, sum(os.times()[:2]) - _CPU0
+    done = _pieces[-1] if _pieces else {"until_wall_s": 0.0, "until_cpu_s": 0.0}
+    _pieces.append({"piece": piece, "wall_s": wall - done["until_wall_s"], "cpu_s": cpu - done["until_cpu_s"],
+                    "until_wall_s": wall, "until_cpu_s": cpu})
+
+
+def main(csv: str) -> dict:
+    import warnings
+
+    from mlpipe import console
+    from mlpipe.config import load_config
+    from mlpipe.sources import read_source
+    from mlpipe.steps import ingest, package, train
+    from mlpipe.steps.features import feature_matrix
+    from mlpipe.trainer import WARMUP, quiet_warnings
+
+    console.set_quiet(True)
+    quiet_warnings()
+    warnings.filterwarnings("ignore", category=UserWarning, module="daal4py")
+    for module in WARMUP + ("sklearnex.svm", "sklearnex.ensemble", "onnxruntime", "skl2onnx"):
+        __import__(module)
+    _mark("imports")
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "turku_book_label.toml"))
+    config = config.model_copy(update={"data": config.data.model_copy(update={"source": csv})})
+    data = ingest.ingest(read_source(csv), config, csv)
+    X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
+    X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
+    _mark("read and ingest")
+    baseline = train.train_baseline(config)
+    _check(baseline, package.to_onnx(baseline, config), data.test, X_test, y_test)
+    _mark("baseline, its ONNX graph and parity")
+    f1 = {}
+    for kind in ("svm", "random_forest"):
+        trained = train.train_model(kind, X, y, data.train[config.data.timestamp], config)
+        _mark(f"{kind}: search and refit")
+        onnx = package.to_onnx(trained, config)
+        _mark(f"{kind}: ONNX graph")
+        f1[kind] = _check(trained, onnx, X_test, X_test, y_test)
+        _mark(f"{kind}: scikit-learn's test answers and parity")
+    return {"pieces": _pieces, "wall_s": _pieces[-1]["until_wall_s"], "cpu_s": _pieces[-1]["until_cpu_s"], "f1": f1}
+
+
+def _check(trained, onnx: bytes, test_input, X_test, y_test) -> float:
+    from mlpipe.steps import evaluate, package
+    from mlpipe.steps.threshold import labels_and_proba
+
+    labels, proba = labels_and_proba(trained.model, test_input)
+    parity = package.check_parity(trained.kind, onnx, X_test, y_test, labels, proba,
+                                  evaluate.classification_metrics(y_test, labels, proba))
+    return parity.metrics["f1"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])))
