@@ -5,8 +5,10 @@
 mlpipe's own functions, in order, on the Turku config (``configs/turku_book_label.toml``) with ``CSV`` as its
 data: the imports, reading and ingesting, the baseline and its ONNX graph checked, then per searched model its
 search and one refit on all training rows (``steps.train.train_model``), its ONNX graph, scikit-learn's answers
-on the test split and the graph checked against them (``steps.package.check_parity``). Left out: MLflow (runs,
-datasets, registry, champion), the fit cache, the plots, the permutation importance and the report.
+on the test split and the graph checked against them (``steps.package.check_parity``); then, in a fresh
+workspace, the three datasets registered, per model a run with its parameters, test metrics and ONNX graph, its
+registered version, and the champion alias (``steps.register``). Left out: the run's tags, lineage and
+evaluation files, the fit cache, the plots, the permutation importance and the report.
 
 ``train_vs_seed.py`` runs it beside the seed's procedure: its CPU seconds over the machine's cores are the least
 wall time any arrangement of a run on this machine could take.
@@ -17,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 _T0, _CPU0 = time.perf_counter(), sum(os.times()[:2])
 _pieces: list[dict] = []
@@ -39,11 +43,12 @@ def main(csv: str) -> dict:
     from mlpipe.steps import ingest, package, train
     from mlpipe.steps.features import feature_matrix
     from mlpipe.trainer import WARMUP, quiet_warnings
+    from mlpipe.workspace import Workspace
 
     console.set_quiet(True)
     quiet_warnings()
     warnings.filterwarnings("ignore", category=UserWarning, module="daal4py")
-    for module in WARMUP + ("sklearnex.svm", "sklearnex.ensemble", "onnxruntime", "skl2onnx"):
+    for module in WARMUP + ("sklearnex.svm", "sklearnex.ensemble", "onnxruntime", "skl2onnx", "mlflow"):
         __import__(module)
     _mark("imports")
     config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "turku_book_label.toml"))
@@ -53,27 +58,61 @@ def main(csv: str) -> dict:
     X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
     _mark("read and ingest")
     baseline = train.train_baseline(config)
-    _check(baseline, package.to_onnx(baseline, config), data.test, X_test, y_test)
+    onnx = package.to_onnx(baseline, config)
+    models = {"baseline": (baseline, onnx, _check(baseline, onnx, data.test, X_test, y_test))}
     _mark("baseline, its ONNX graph and parity")
-    f1 = {}
     for kind in ("svm", "random_forest"):
         trained = train.train_model(kind, X, y, data.train[config.data.timestamp], config)
         _mark(f"{kind}: search and refit")
         onnx = package.to_onnx(trained, config)
         _mark(f"{kind}: ONNX graph")
-        f1[kind] = _check(trained, onnx, X_test, X_test, y_test)
+        models[kind] = (trained, onnx, _check(trained, onnx, X_test, X_test, y_test))
         _mark(f"{kind}: scikit-learn's test answers and parity")
+    with tempfile.TemporaryDirectory() as tmp:
+        _register(Workspace(tmp), config.registry.model_prefix, data, models)
+    _mark("register: datasets, runs, models, champion")
+    f1 = {kind: metrics["f1"] for kind, (_, _, metrics) in models.items()}
     return {"pieces": _pieces, "wall_s": _pieces[-1]["until_wall_s"], "cpu_s": _pieces[-1]["until_cpu_s"], "f1": f1}
 
 
-def _check(trained, onnx: bytes, test_input, X_test, y_test) -> float:
+def _check(trained, onnx: bytes, test_input, X_test, y_test) -> dict[str, float]:
     from mlpipe.steps import evaluate, package
     from mlpipe.steps.threshold import labels_and_proba
 
     labels, proba = labels_and_proba(trained.model, test_input)
     parity = package.check_parity(trained.kind, onnx, X_test, y_test, labels, proba,
                                   evaluate.classification_metrics(y_test, labels, proba))
-    return parity.metrics["f1"]
+    return parity.metrics
+
+
+def _register(ws, prefix: str, data, models: dict) -> None:
+    """The datasets, and per model a run with its parameters, test metrics and ONNX graph, registered; then the
+    champion alias to the best searched model."""
+    from mlflow.entities import Metric, Param
+
+    from mlpipe.models import sha256
+    from mlpipe.steps import register
+
+    staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
+              for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
+    datasets = register.register_datasets(ws, staged, f"{prefix} datasets")
+    client, experiment_id = ws.client, ws.experiment_id()
+    candidates = []
+    for kind, (trained, onnx, metrics) in models.items():
+        run_id = client.create_run(experiment_id, run_name=kind).info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, params=[Param(k, str(v)[:5000]) for k, v in trained.params.items()],
+                         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.onnx").write_bytes(onnx)
+            client.log_artifacts(run_id, tmp, "model")
+        client.set_terminated(run_id, "FINISHED")
+        name = f"{prefix}-{kind}"
+        version = register.register_model(client, name, run_id, f"{client.get_run(run_id).info.artifact_uri}/model",
+                                          {"mlpipe.onnx_sha256": sha256(onnx)}, kind)
+        if kind != "baseline":
+            candidates.append(register.Candidate(name, version, metrics["f1"]))
+    register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest)
 
 
 if __name__ == "__main__":

@@ -274,8 +274,9 @@ def report(results: list[dict], command: str) -> str:
     cores = os.cpu_count() or 1
     lines += ["", "The work the issue requires of a run and nothing else (`bench/required_work.py`: imports, ingest, the "
               "baseline, both searches with their refits, ONNX graphs, scikit-learn's test answers and the parity "
-              "checks; no MLflow, registry, plots, importance or report), in one fresh process. No arrangement on "
-              f"{cores} cores can take less wall time than its CPU seconds over {cores}:", ""]
+              "checks, then the datasets, one run per model and its version registered in MLflow and the champion "
+              "alias; no lineage tags, evaluation files, plots, importance or report), in one fresh process. No "
+              f"arrangement on {cores} cores can take less wall time than its CPU seconds over {cores}:", ""]
     for r in results:
         w, s = r["required_work"], r["seed"]
         bound = w["process_cpu_s"] / cores
