@@ -1,9 +1,9 @@
 """The work the fast-search issue requires of a run, and nothing else, timed piece by piece in one fresh process.
 
-    PYTHONPATH=src python3 bench/required_work.py CSV      # prints one JSON object
+    PYTHONPATH=src python3 bench/required_work.py CSV [CONFIG]    # prints one JSON object
 
-mlpipe's own functions, in order, on the Turku config (``configs/turku_book_label.toml``) with ``CSV`` as its
-data: the imports, reading and ingesting, the baseline and its ONNX graph checked, then per searched model its
+mlpipe's own functions, in order, on ``CONFIG`` (by default the benchmark's, ``configs/turku_book_label.toml``,
+whose data source it must fit) with ``CSV`` as its data: the imports, reading and ingesting, the baseline and its ONNX graph checked, then per searched model its
 search and one refit on all training rows (``steps.train.train_model``), its ONNX graph, scikit-learn's answers
 on the test split and the graph checked against them (``steps.package.check_parity``); then, in a fresh
 workspace, the three datasets registered, per model a run with its parameters, test metrics and ONNX graph, its
@@ -34,7 +34,10 @@ def _mark(piece: str) -> None:
                     "until_wall_s": wall, "until_cpu_s": cpu})
 
 
-def main(csv: str) -> dict:
+BENCH_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "turku_book_label.toml"
+
+
+def main(csv: str, config_path: str | Path = BENCH_CONFIG) -> dict:
     import warnings
 
     from mlpipe import console
@@ -51,7 +54,7 @@ def main(csv: str) -> dict:
     for module in WARMUP + ("sklearnex.svm", "sklearnex.ensemble", "onnxruntime", "skl2onnx", "mlflow"):
         __import__(module)
     _mark("imports")
-    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "turku_book_label.toml"))
+    config = load_config(config_path)
     config = config.model_copy(update={"data": config.data.model_copy(update={"source": csv})})
     data = ingest.ingest(read_source(csv), config, csv)
     X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
@@ -116,4 +119,4 @@ def _register(ws, prefix: str, data, models: dict) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1])))
+    print(json.dumps(main(*sys.argv[1:3])))
