@@ -2,16 +2,16 @@
 
     PYTHONPATH=src python3 bench/required_work.py CSV [CONFIG]    # prints one JSON object
 
-mlpipe's own functions, in order, on ``CONFIG`` (by default the benchmark's, ``configs/turku_book_label.toml``,
-whose data source it must fit) with ``CSV`` as its data: the imports, reading and ingesting, the baseline and its ONNX graph checked, then per searched model its
-search and one refit on all training rows (``steps.train.train_model``), its ONNX graph, scikit-learn's answers
-on the test split and the graph checked against them (``steps.package.check_parity``); then, in a fresh
-workspace, the three datasets registered, per model a run with its parameters, test metrics and ONNX graph, its
-registered version, and the champion alias (``steps.register``). Left out: the run's tags, lineage and
-evaluation files, the fit cache, the plots, the permutation importance and the report.
+mlpipe's own functions, in order, on ``CONFIG`` (by default the benchmark's, ``configs/turku_book_label.toml``)
+with ``CSV`` as its data: the imports, reading and ingesting, the baseline and its ONNX graph checked, then per
+searched model its search and one refit on all training rows (``steps.train.train_model``), its ONNX graph,
+scikit-learn's answers on the test split and the graph checked against them (``steps.package.check_parity``);
+then, in a fresh workspace, the three datasets registered, per model a run with its parameters, test metrics and
+ONNX graph, its registered version, and the champion alias (``steps.register``). Left out: the run's tags,
+lineage and evaluation files, the fit cache, the plots, the permutation importance and the report.
 
 ``train_vs_seed.py`` runs it beside the seed's procedure: its CPU seconds over the machine's cores are the least
-wall time any arrangement of a run on this machine could take.
+wall time in which any run doing this work could finish on this machine.
 """
 
 from __future__ import annotations
