@@ -272,11 +272,12 @@ def report(results: list[dict], command: str) -> str:
             f"{name} {t:.1f} s, so at most {s['wall_s'] / t:.1f}x for a pipeline doing nothing else"
             for name, t in engines))
     cores = os.cpu_count() or 1
-    lines += ["", "The work the issue requires of a run and nothing else (`bench/required_work.py`: imports, ingest, the "
-              "baseline, both searches with their refits, ONNX graphs, scikit-learn's test answers and the parity "
-              "checks, then the datasets, one run per model and its version registered in MLflow and the champion "
-              "alias; no lineage tags, evaluation files, plots, importance or report), in one fresh process. No "
-              f"arrangement on {cores} cores can take less wall time than its CPU seconds over {cores}:", ""]
+    lines += ["", "The work the issue requires of a run and nothing else (`bench/required_work.py`: imports, ingest, "
+              "the baseline, both searches with their refits, ONNX graphs, scikit-learn's test answers and the "
+              "parity checks, then the datasets, one run per model and its version registered in MLflow and the "
+              "champion alias; no lineage tags, evaluation files, plots, importance or report), in one fresh "
+              f"process. No arrangement on {cores} cores can take less wall time than its CPU seconds over {cores}:",
+              ""]
     for r in results:
         w, s = r["required_work"], r["seed"]
         bound = w["process_cpu_s"] / cores
