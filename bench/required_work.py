@@ -94,6 +94,7 @@ def _register(ws, prefix: str, data, models: dict) -> None:
     from mlflow.entities import Metric, Param
 
     from mlpipe.models import sha256
+    from mlpipe.pipeline import _log_model_files, _model_source  # the run's own way to log and address the graph
     from mlpipe.steps import register
 
     staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
@@ -106,13 +107,11 @@ def _register(ws, prefix: str, data, models: dict) -> None:
         now = int(time.time() * 1000)
         client.log_batch(run_id, params=[Param(k, str(v)[:5000]) for k, v in trained.params.items()],
                          metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "model.onnx").write_bytes(onnx)
-            client.log_artifacts(run_id, tmp, "model")
+        name, digest = f"{prefix}-{kind}", sha256(onnx)
+        _log_model_files(client, run_id, onnx, {"name": name, "kind": kind, "onnx_sha256": digest})
         client.set_terminated(run_id, "FINISHED")
-        name = f"{prefix}-{kind}"
-        version = register.register_model(client, name, run_id, f"{client.get_run(run_id).info.artifact_uri}/model",
-                                          {"mlpipe.onnx_sha256": sha256(onnx)}, kind)
+        version = register.register_model(client, name, run_id, _model_source(client, run_id),
+                                          {"mlpipe.onnx_sha256": digest}, kind)
         if kind != "baseline":
             candidates.append(register.Candidate(name, version, metrics["f1"]))
     register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest)
