@@ -40,7 +40,7 @@ def run(config, label: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turku", default=str(REPO.parent / "shared" / "data" / "turku_weather_processed.csv"))
+    parser.add_argument("--turku", default="builtin:turku-weather", help="the Turku data (default: the copy mlpipe ships)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "forecast_vs_persistence.md"))
     args = parser.parse_args()
     rows = []

@@ -4,7 +4,7 @@
 
 Needs the ``serve`` extra and two load generators from Debian (``apt-get install wrk hey``): ``hey`` sends the
 fixed-rate load (it paces each client), ``wrk`` the maximum-throughput load (one C thread, so it leaves most
-of the cores to the server). Without ``--workspace`` it runs the Turku pipeline on the whole shared CSV into
+of the cores to the server). Without ``--workspace`` it runs the Turku pipeline on the whole Turku data into
 a temporary workspace first. Writes ``bench/results/serve.json`` and ``bench/results/serve.md``.
 """
 
@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CSV = Path(os.environ.get("MLPIPE_SHARED_DATA", REPO.parent / "shared" / "data")) / \
-    "turku_weather_processed.csv"
 RESULTS = REPO / "bench" / "results"
 BATCHES = (1, 100, 100_000)
 
@@ -296,7 +294,9 @@ def bench_predict(ws: Path, ref: str, rows: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="mlpipe-bench-"))
     try:
         src = tmp / "big.csv"
-        base = pd.read_csv(SHARED_CSV)
+        from mlpipe.sources import turku_weather
+
+        base = turku_weather()
         with open(src, "w") as fh:
             base.head(0).to_csv(fh, index=False)
             written = 0
@@ -342,9 +342,9 @@ def ensure_workspace(path: str | None) -> Path:
     if path:
         return Path(path)
     ws = Path(tempfile.mkdtemp(prefix="mlpipe-bench-ws-"))
-    print(f"running the Turku pipeline on {SHARED_CSV} into {ws} …", file=sys.stderr)
+    print(f"running the Turku pipeline (builtin:turku-weather) into {ws} …", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "mlpipe", "run", "--config", str(REPO / "configs" / "turku.toml"),
-                    "--source", str(SHARED_CSV), "--quiet", "--workspace", str(ws)], check=True, cwd=ws,
+                    "--quiet", "--workspace", str(ws)], check=True, cwd=ws,
                    env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     return ws
 
@@ -360,7 +360,7 @@ def describe_workspace(ws, names: list[str]) -> str:
         params = ", ".join(f"{k}={info['params'][k]}" for k in ("kernel", "C", "n_estimators", "max_depth")
                            if k in info["params"])
         parts.append(f"{info['name']}:{info['version']} ({params}; trained on {rows:,} rows)")
-    return "the Turku pipeline (`mlpipe run --config configs/turku.toml`, the whole shared CSV): " + "; ".join(parts)
+    return "the Turku pipeline (`mlpipe run --config configs/turku.toml`, the whole Turku data): " + "; ".join(parts)
 
 
 def machine() -> dict:

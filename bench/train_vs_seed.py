@@ -48,7 +48,7 @@ import pandas as pd
 from mlpipe.provenance import cpu_model  # PYTHONPATH=src, as the docstring says
 
 REPO = Path(__file__).resolve().parents[1]
-CSV = Path(os.environ.get("MLPIPE_SHARED_DATA", REPO.parent / "shared" / "data")) / "turku_weather_processed.csv"
+CSV = os.environ.get("MLPIPE_TURKU_CSV")  # optional: another copy of the Turku CSV; default: the one mlpipe ships
 CONFIG = REPO / "configs" / "turku_book_label.toml"
 FEATURES = ["Temperature_C", "Humidity", "Wind_speed_kmph", "Wind_bearing_degrees", "Visibility_km",
             "Pressure_millibars", "Current_weather_condition"]
@@ -59,7 +59,9 @@ YEARS_PER_COPY = 12
 
 def tiled(size: int, seed: int = 0) -> pd.DataFrame:
     """The Turku CSV as it is (size 1) or ``size`` time-shifted, jittered copies of it."""
-    df = pd.read_csv(CSV)
+    from mlpipe.sources import turku_weather
+
+    df = pd.read_csv(CSV) if CSV else turku_weather()
     if size == 1:
         return df
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""Shared fixtures: real data slices from ../shared/data, and a workspace with one real pipeline run in it."""
+"""Shared fixtures: real data slices of the Turku data that mlpipe ships (``builtin:turku-weather``), and a
+workspace with one real pipeline run in it. Nothing here reads outside the checkout and the installed packages."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MLPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
-TURKU_CSV = SHARED_DATA / "turku_weather_processed.csv"
 TURKU_CONFIG = REPO / "configs" / "turku.toml"
 
 
 @pytest.fixture(scope="session")
-def turku_csv() -> Path:
-    if not TURKU_CSV.exists():
-        pytest.fail(f"shared data missing: {TURKU_CSV} (set MLPIPE_SHARED_DATA)")
-    return TURKU_CSV
+def turku_csv(tmp_path_factory) -> Path:
+    """The whole Turku CSV as a file, written from the copy mlpipe ships (``mlpipe/data``)."""
+    from mlpipe.sources import turku_weather
+
+    path = tmp_path_factory.mktemp("data") / "turku_weather_processed.csv"
+    turku_weather().to_csv(path, index=False)
+    return path
 
 
 @pytest.fixture(scope="session")

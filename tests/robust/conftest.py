@@ -43,7 +43,7 @@ def small_config(path: Path, source: Path, prefix: str, *, svm: str = "kernel = 
                  forest: str | None = "max_depth = [4, 8]", extra: str = "") -> Path:
     """The Turku config with a small search: one linear SVM, a 2-value forest grid of 20 trees, no LightGBM."""
     text = TURKU_CONFIG.read_text().replace('model_prefix = "turku"', f'model_prefix = "{prefix}"')
-    text = text.replace('source = "../../shared/data/turku_weather_processed.csv"', f'source = "{source}"')
+    text = text.replace('source = "builtin:turku-weather"', f'source = "{source}"')
     text += f"\n[models.svm]\nspace = {{ {svm} }}\n[models.lightgbm]\nenabled = false\n"
     text += ("[models.random_forest]\nenabled = false\n" if forest is None else
              f"[models.random_forest]\nspace = {{ {forest} }}\nparams = {{ n_estimators = 20 }}\n")
@@ -52,18 +52,27 @@ def small_config(path: Path, source: Path, prefix: str, *, svm: str = "kernel = 
 
 
 def pg_available() -> bool:
+    """PostgreSQL answers at ``PG_ADMIN``. Only "cannot connect" (or no PostgreSQL driver installed) means
+    unavailable; any other exception -- a bug here or in mlpipe -- propagates rather than skipping tests."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    from mlpipe.backends import normalize
+
     try:
-        import sqlalchemy
-        from sqlalchemy.pool import NullPool
-
-        from mlpipe.backends import normalize
-
         engine = sqlalchemy.create_engine(normalize(PG_ADMIN), poolclass=NullPool,
                                           connect_args={"connect_timeout": 3})
+    except ModuleNotFoundError as e:  # driver not installed (SQLAlchemy imports it here)
+        if e.name in ("psycopg2", "psycopg"):
+            return False
+        raise
+    try:
         with engine.connect():
             return True
-    except Exception:
+    except sqlalchemy.exc.OperationalError:  # refused, timed out, unknown host, bad credentials
         return False
+    finally:
+        engine.dispose()
 
 
 def need_service(ok: bool, what: str) -> None:
