@@ -65,7 +65,7 @@ def test_best_threshold_scores_every_candidate_as_scikit_learn_does():
             expected = float(max(candidates, key=lambda t: score(y, (proba >= t).astype(int))))
             threshold = best_threshold(y, proba, metric)
             assert ((proba >= threshold) == (proba >= expected)).all(), metric
-            assert threshold not in set(proba) and threshold <= expected, metric
+            assert threshold not in set(proba) and threshold <= proba[proba >= expected].min(), metric
 
 
 def test_labels_and_proba_answer_as_predict_and_predict_proba_do():
@@ -80,3 +80,20 @@ def test_labels_and_proba_answer_as_predict_and_predict_proba_do():
         labels, proba = labels_and_proba(model, X[1000:])
         assert (labels == model.predict(X[1000:])).all()
         assert np.array_equal(proba, model.predict_proba(X[1000:])[:, 1])
+
+
+def test_best_threshold_never_splits_scores_float32_cannot_tell_apart():
+    """A linear SVM that learned persistence gives every "dry now" row nearly one probability (spread ~1e-5,
+    float32 noise in the ONNX graph); splitting that cluster labels its rows by rounding. The threshold lies
+    at least THRESHOLD_GAP / 2 from every score, outside every cluster, and labels no better cluster split."""
+    from mlpipe.steps.threshold import THRESHOLD_GAP, best_threshold
+
+    rng = np.random.default_rng(3)
+    dry_now = 0.32 + rng.uniform(0, 2e-5, 4000)          # one cluster, wider than float32 noise, far below the gap
+    wet_now = 0.71 + rng.uniform(0, 2e-5, 1000)
+    proba = np.concatenate([dry_now, wet_now])
+    # inside the dry cluster the truth follows the score's noise: the best raw split is within the cluster
+    truth = np.concatenate([(dry_now > np.quantile(dry_now, 0.7)).astype(int), np.ones(1000, int)])
+    threshold = best_threshold(truth, proba, "f1_macro")
+    assert np.min(np.abs(proba - threshold)) >= THRESHOLD_GAP / 2
+    assert ((proba >= threshold) == (proba >= 0.5)).all() or (proba >= threshold).all()
