@@ -1,5 +1,7 @@
 """Search strategies and budgets on small real-shaped data; where trials run is tested in test_search_ray.py."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,7 +131,10 @@ def test_local_runner_records_the_worker_processes(data):
     result = search.search(make_pipeline(LogisticRegression()), {"C": [0.1, 1.0]}, ModelConfig(), X, y, folds,
                            ComputeConfig(n_jobs=2), key="models.x.space")
     assert all(w.startswith("pid-") for ws in result.trials["worker"] for w in ws.split(","))
-    assert result.best_params["C"] in (0.1, 1.0)
+    trials = result.trials  # in trial order: idxmax is the first of equal scores, as the search breaks ties
+    top = trials.loc[trials["cv_f1_macro_mean"].idxmax()]
+    assert result.best_params == json.loads(top["params"]), (result.best_params, trials[["C", "cv_f1_macro_mean"]])
+    assert trials["best"].tolist() == [i == top.name for i in trials.index]
 
 
 def test_the_report_plots_the_searched_hyperparameters_not_the_trials_bookkeeping(data):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -141,9 +144,26 @@ def test_docs_show_the_model_features(client, info):
     assert client.get("/docs").status_code == 200
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port`` (Linux: /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                words = (int(address[i:i + 8], 16) for i in range(0, len(address), 8))  # 32-bit, host order
+                found.add(str(ipaddress.ip_address(b"".join(w.to_bytes(4, sys.byteorder) for w in words))))
+    return found
+
+
 def test_binds_to_loopback_by_default(server):
     assert f"Uvicorn running on {server.url}" in server.log_text()
-    assert server.url.startswith("http://127.0.0.1:")
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp to read the listening sockets from")
+    assert _listening_addresses(int(server.url.rsplit(":", 1)[1])) == {"127.0.0.1"}  # not 0.0.0.0, not ::
 
 
 def test_schemathesis_finds_no_server_error(server):

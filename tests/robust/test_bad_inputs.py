@@ -76,12 +76,16 @@ def test_bad_input(case, fork_server, corpus_workspace, tmp_path):
     if made is not None and case["make"] == "unreadable":  # as root, only an unprivileged user is refused
         os.chmod(tmp_path, 0o755)
         os.chmod(tmp_path.parent, os.stat(tmp_path.parent).st_mode | stat.S_IXOTH)
-    before = _state(fork_server, ws) if case["exit"] == 2 else None
-    # the unreadable case runs as `nobody`: it must reach the file, and is refused before the workspace
+    # the unreadable case runs as `nobody`: it must reach the file, and must not change the registries it could
     user = "nobody" if made is not None and case["make"] == "unreadable" else None
     if user and os.geteuid() == 0:
         _grant_traverse(made)
-    run_ws = made.parent / "ws" if user else ws  # a folder the unprivileged user may look at
+    run_ws = ws  # the unprivileged user's command runs on a copy of the good workspace that it could change
+    if user:
+        run_ws = shutil.copytree(ws, made.parent / "ws", ignore=shutil.ignore_patterns(".*.lock"))
+    before = _state(fork_server, run_ws) if case["exit"] == 2 else None
+    if user and os.geteuid() == 0:  # after `_state` (as root) has run on it: the user may change all of it
+        _chown_tree(run_ws, user)
     r = fork_server.run(*_args(case, run_ws, tmp_path, made), cwd=str(CORPUS), user=user)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.code == case["exit"], f"exit {r.code}, expected {case['exit']}: {r.stderr[-1500:]}"
@@ -90,7 +94,7 @@ def test_bad_input(case, fork_server, corpus_workspace, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
         assert case["error"] in lines[0], lines[0]
         assert r.stdout == ""
-        assert _state(fork_server, ws) == before, "a failed command changed the registries"
+        assert _state(fork_server, run_ws) == before, "a failed command changed the registries"
     else:
         report = json.loads(r.stdout)["ingest"]
         for key, expected in case["report"].items():
@@ -108,3 +112,12 @@ def _grant_traverse(path: Path) -> None:
             os.chmod(parent, mode | stat.S_IXOTH)
         if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
             break
+
+
+def _chown_tree(root: Path, user: str) -> None:
+    """Give ``root`` and everything in it to ``user``, so that nothing but the code keeps it from writing."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
