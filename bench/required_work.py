@@ -45,8 +45,8 @@ def main(csv: str, config_path: str | Path = BENCH_CONFIG) -> dict:
     from mlpipe.sources import read_source
     from mlpipe.steps import ingest, package, train
     from mlpipe.steps.features import feature_matrix
-    from mlpipe.trainer import WARMUP, quiet_warnings
-    from mlpipe.workspace import Workspace
+    from mlpipe.store.workspace import Workspace
+    from mlpipe.training.worker import WARMUP, quiet_warnings
 
     console.set_quiet(True)
     quiet_warnings()
@@ -93,9 +93,9 @@ def _register(ws, prefix: str, data, models: dict) -> None:
     champion alias to the best searched model."""
     from mlflow.entities import Metric, Param
 
-    from mlpipe.models import sha256
     from mlpipe.pipeline import _log_model_files, _model_source  # the run's own way to log and address the graph
     from mlpipe.steps import register
+    from mlpipe.store.models import sha256
 
     staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
               for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}

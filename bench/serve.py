@@ -38,9 +38,9 @@ BATCHES = (1, 100, 100_000)
 def refit_registered(ws, name: str):
     """The scikit-learn pipeline of a registered model, refitted on its registered training set with its
     registered hyperparameters (training is deterministic), and the registered ONNX bytes."""
-    from mlpipe.models import describe, get_version, load_model
     from mlpipe.steps import train
     from mlpipe.steps.features import make_pipeline
+    from mlpipe.store.models import describe, get_version, load_model
 
     info = describe(get_version(ws, name))
     spec = train.KINDS[info["kind"]]
@@ -123,7 +123,7 @@ class Server:
                    "--access-log" if access_log else "--no-access-log"]
         else:  # the same app and settings, with uvicorn's other event loop / HTTP parser
             env["MLPIPE_SERVE_SETTINGS"] = json.dumps({"workspace": str(ws), "ref": ref, "threads": threads})
-            cmd = [sys.executable, "-c", "import uvicorn; uvicorn.run('mlpipe.serve.server:worker_app', "
+            cmd = [sys.executable, "-c", "import uvicorn; uvicorn.run('mlpipe.serving.server:worker_app', "
                    f"factory=True, port={self.port}, workers={workers}, loop={loop!r}, http={http!r}, "
                    f"access_log={access_log}, log_level='warning')"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -195,7 +195,7 @@ def bench_app_cost(ws, ref: str, records: list[dict], quick: bool) -> list[dict]
     generator), fastest of many: the server's own cost, which the shared machine's noise hardly touches."""
     import asyncio
 
-    from mlpipe.serve.server import ServeSettings, build_app
+    from mlpipe.serving.server import ServeSettings, build_app
 
     app = build_app(ServeSettings(workspace=str(ws), ref=ref, poll_s=3600))
 
@@ -323,9 +323,9 @@ _MEASURED_PREDICT = """
 import json, sys, time
 from pathlib import Path
 from mlpipe import console
-from mlpipe.models import get_version
-from mlpipe.predict import predict_file
-from mlpipe.workspace import Workspace
+from mlpipe.store.models import get_version
+from mlpipe.serving.batch import predict_file
+from mlpipe.store.workspace import Workspace
 console.set_quiet(True)
 ws, ref, src, out = sys.argv[1:]
 get_version(Workspace(ws), ref)  # imports MLflow and opens the store: start-up, not scoring
@@ -350,7 +350,7 @@ def ensure_workspace(path: str | None) -> Path:
 
 
 def describe_workspace(ws, names: list[str]) -> str:
-    from mlpipe.models import describe, get_version
+    from mlpipe.store.models import describe, get_version
 
     parts = []
     for name in names:
@@ -391,8 +391,8 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"error: {tool} is not installed (apt-get install wrk hey)")
     sys.path.insert(0, str(REPO / "src"))
-    from mlpipe.models import describe, get_version
-    from mlpipe.workspace import Workspace
+    from mlpipe.store.models import describe, get_version
+    from mlpipe.store.workspace import Workspace
 
     ws = Workspace(ensure_workspace(args.workspace))
     results = {"machine": machine(), "command": " ".join(["python", "bench/serve.py", *sys.argv[1:]])}

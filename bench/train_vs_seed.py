@@ -19,8 +19,8 @@ register), the same label and features, the same SVM grid and a Random Forest se
 ``fast`` extra (``pip install -e '.[fast]'``), so its SVM fits run on oneDAL.
 
 Each round then runs ``mlpipe run`` once more in the same workspace: a re-run, which reuses every fit from the
-fit cache (``mlpipe.fitcache``) and still ingests, tests, checks each ONNX graph against scikit-learn, measures,
-registers and reports. It is reported apart: the headline ratio is the first, cold run's.
+fit cache (``mlpipe.training.fitcache``) and still ingests, tests, checks each ONNX graph against scikit-learn,
+measures, registers and reports. It is reported apart: the headline ratio is the first, cold run's.
 
 Also timed, once per size: the single SVC refit on all training rows, alone (``svc_refit_floor``); and the
 work the issue requires of a run and nothing else, in one fresh process (``required_work.py``), whose CPU
@@ -177,7 +177,7 @@ def mlpipe_run(csv: Path, workspace: Path) -> dict:
 def _searches(workspace: Path, result: dict) -> dict:
     """Per model: fits evaluated in the search, their summed fit time, and the chosen parameters (from MLflow)."""
     sys.path.insert(0, str(REPO / "src"))
-    from mlpipe.workspace import Workspace
+    from mlpipe.store.workspace import Workspace
 
     client, out = Workspace(workspace).client, {}
     for m in result["models"]:

@@ -5,6 +5,7 @@
     >>> result = mlpipe.run(workspace=ws)                  # the built-in weather pipeline
     >>> test = ws.datasets.load("weather-test")            # a registered dataset as a DataFrame
     >>> model = mlpipe.load_model(ws, "weather-svm@champion")
+    >>> labels, probability = mlpipe.predict_onnx(model.onnx, test[model.features].to_numpy("float32"))
 """
 
 from __future__ import annotations
@@ -17,25 +18,16 @@ _os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 __version__ = "0.1.0"
 
-__all__ = ["Workspace", "load_config", "load_model", "run"]
+__all__ = ["Workspace", "load_config", "load_model", "predict_onnx", "run"]
+
+_HOMES = {"Workspace": "mlpipe.store.workspace", "load_config": "mlpipe.config", "load_model": "mlpipe.store.models",
+          "predict_onnx": "mlpipe.graph", "run": "mlpipe.pipeline"}
 
 
 def __getattr__(name: str):
     # Lazy, so `import mlpipe` (and the CLI's start) does not import MLflow or scikit-learn.
-    if name == "Workspace":
-        from mlpipe.workspace import Workspace
+    if name not in _HOMES:
+        raise AttributeError(f"module 'mlpipe' has no attribute {name!r}")
+    from importlib import import_module
 
-        return Workspace
-    if name == "load_config":
-        from mlpipe.config import load_config
-
-        return load_config
-    if name == "load_model":
-        from mlpipe.models import load_model
-
-        return load_model
-    if name == "run":
-        from mlpipe.pipeline import run
-
-        return run
-    raise AttributeError(name)
+    return getattr(import_module(_HOMES[name]), name)

@@ -47,7 +47,7 @@ def _backends(tracking_uri: TrackingOpt = None, datasets_uri: DatasetsUriOpt = N
     $MLPIPE_ARTIFACT_LOCATION for this process, which every Workspace honours."""
     import os
 
-    from mlpipe.workspace import ENV_ARTIFACTS, ENV_DATASETS, ENV_TRACKING
+    from mlpipe.store.workspace import ENV_ARTIFACTS, ENV_DATASETS, ENV_TRACKING
 
     for var, value in ((ENV_TRACKING, tracking_uri), (ENV_DATASETS, datasets_uri), (ENV_ARTIFACTS, artifact_location)):
         if value:
@@ -55,7 +55,7 @@ def _backends(tracking_uri: TrackingOpt = None, datasets_uri: DatasetsUriOpt = N
 
 
 def _workspace(path: Optional[Path]):
-    from mlpipe.workspace import Workspace
+    from mlpipe.store.workspace import Workspace
 
     return Workspace(path)
 
@@ -83,8 +83,8 @@ def run(
     from mlpipe import console
     from mlpipe.config import load_config, on_ray, without_cache
     from mlpipe.pipeline import run as run_pipeline
-    from mlpipe.search import check_compute
-    from mlpipe.workspace import run_workspace
+    from mlpipe.store.workspace import run_workspace
+    from mlpipe.training.search import check_compute
 
     console.set_quiet(quiet)
     cfg = load_config(config, source=source)
@@ -146,7 +146,7 @@ def datasets_download(ref: Annotated[str, typer.Argument(help="NAME or NAME:VERS
 @models_app.command("list")
 def models_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Registered models with their versions and aliases."""
-    from mlpipe.models import list_models
+    from mlpipe.store.models import list_models
 
     rows = list_models(_workspace(workspace))
     _emit(rows) if as_json else _print_rows(rows, ("name", "versions", "aliases"))
@@ -156,7 +156,7 @@ def models_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
 def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
                 workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """One model version."""
-    from mlpipe.models import describe, get_version
+    from mlpipe.store.models import describe, get_version
 
     info = describe(get_version(_workspace(workspace), ref))
     _emit(info) if as_json else _print_mapping({k: v for k, v in info.items() if k != "tags"})
@@ -167,7 +167,7 @@ def models_download(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION 
                     dest: Annotated[Path, typer.Option("--dest", help="Folder to write into.")],
                     workspace: WorkspaceOpt = None) -> None:
     """Write DEST/model.onnx (checked against its registered SHA-256) and DEST/model.json."""
-    from mlpipe.models import download_model
+    from mlpipe.store.models import download_model
 
     info = download_model(_workspace(workspace), ref, dest)
     typer.echo(f"{info['name']}:{info['version']} -> {dest / 'model.onnx'}")
@@ -177,11 +177,11 @@ def models_download(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION 
 def check(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Verify the registries: every model and dataset version complete and matching its digest."""
     from mlpipe.errors import IntegrityError
-    from mlpipe.integrity import check as check_registries
+    from mlpipe.store.integrity import check as check_registries
 
     problems = check_registries(_workspace(workspace))
     if as_json:
-        from mlpipe.models import list_models
+        from mlpipe.store.models import list_models
 
         ws = _workspace(workspace)
         _emit({"ok": not problems, "problems": problems, "models": list_models(ws),
@@ -246,7 +246,8 @@ def serve(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """REST API for a registered model: POST /predict, GET /health, GET /metadata (docs at /docs)."""
-    from mlpipe.serve.server import ServeSettings, serve as run_server
+    from mlpipe.serving.server import ServeSettings
+    from mlpipe.serving.server import serve as run_server
 
     run_server(ServeSettings(workspace=str(_workspace(workspace).root), ref=model, host=host, port=port,
                              token=token or None, poll_s=poll_seconds, workers=workers, threads=threads,
@@ -265,7 +266,7 @@ def predict(
 ) -> None:
     """Score a CSV or Parquet file in chunks: the input's columns plus label and probability."""
     from mlpipe import console
-    from mlpipe.predict import predict_file
+    from mlpipe.serving.batch import predict_file
 
     console.set_quiet(quiet)
     summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows)

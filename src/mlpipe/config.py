@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from mlpipe.errors import ConfigError
 
@@ -182,7 +181,7 @@ class ModelConfig(_Strict):
     """What fits the model: ``sklearn``; ``onedal`` (scikit-learn-intelex, ``mlpipe[fast]``: the SVM, or a forest
     of histogram-split trees); ``auto``: oneDAL where it fits the very same model (the SVM) and is installed,
     else scikit-learn. An SVM with the linear kernel is fitted by libsvm either way (``accelerate.for_fit``).
-    What is scored and registered is a scikit-learn model either way (``mlpipe.accelerate``)."""
+    What is scored and registered is a scikit-learn model either way (``mlpipe.training.accelerate``)."""
     strategy: Literal["grid", "random", "tpe", "halving"] = "grid"
     """grid: every combination; random / tpe (Optuna): ``trials`` samples; halving: successive halving of the
     grid (or of ``trials`` random samples when the space has ranges) on growing fractions of the rows."""
@@ -241,7 +240,7 @@ class TrackingConfig(_Strict):
     @field_validator("uri")
     @classmethod
     def _uri(cls, v: str | None) -> str | None:
-        from mlpipe.backends import kind
+        from mlpipe.store.backends import kind
 
         if v is not None:
             try:
@@ -259,7 +258,7 @@ class DatasetsConfig(_Strict):
     @field_validator("uri")
     @classmethod
     def _uri(cls, v: str | None) -> str | None:
-        from mlpipe.backends import kind
+        from mlpipe.store.backends import kind
 
         if v is not None:
             try:
@@ -279,7 +278,7 @@ class ComputeConfig(_Strict):
     """local: parallel trial fits; -1 = all cores."""
     cache: bool = True
     """Reuse a model searched and fitted before on the same training rows, settings and code
-    (``mlpipe.fitcache``); ``mlpipe run --no-cache`` turns it off for one run."""
+    (``mlpipe.training.fitcache``); ``mlpipe run --no-cache`` turns it off for one run."""
 
     @model_validator(mode="after")
     def _address(self) -> "ComputeConfig":

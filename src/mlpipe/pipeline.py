@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlpipe import console, faults, fitcache, provenance
+from mlpipe import console, faults, provenance
 from mlpipe.config import Config, load_config
-from mlpipe.datasets import DatasetVersion
-from mlpipe.models import sha256
+from mlpipe.graph import INPUT, OUTPUTS
 from mlpipe.report.evidence import measure
 from mlpipe.report.plots import palette
 from mlpipe.report.render import model_pngs, ranking_pngs
@@ -25,8 +24,11 @@ from mlpipe.sources import read_source
 from mlpipe.steps import evaluate, ingest, package, register, train
 from mlpipe.steps.features import feature_matrix, feature_spec
 from mlpipe.steps.threshold import labels_and_proba
-from mlpipe.trainer import Trainer, quiet_warnings
-from mlpipe.workspace import Workspace
+from mlpipe.store.datasets import DatasetVersion
+from mlpipe.store.models import sha256
+from mlpipe.store.workspace import Workspace
+from mlpipe.training import fitcache
+from mlpipe.training.worker import Trainer, quiet_warnings
 
 
 @dataclass
@@ -418,8 +420,8 @@ def _track_model(client, experiment_id: str, parent_id: str, trained: train.Trai
             digest = sha256(onnx)
             _log_model_files(client, run_id, onnx, {
                 "name": name, "kind": trained.kind, "features": config.model_features,
-                "input": {"name": package.INPUT, "dtype": "float32", "shape": [None, len(config.model_features)]},
-                "outputs": list(package.OUTPUTS), "params": trained.params, "metrics": metrics,
+                "input": {"name": INPUT, "dtype": "float32", "shape": [None, len(config.model_features)]},
+                "outputs": list(OUTPUTS), "params": trained.params, "metrics": metrics,
                 "onnx_sha256": digest})
             client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
             faults.checkpoint("model.logged")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from mlpipe.errors import MlpipeError
-from mlpipe.workspace import EXPERIMENT
+from mlpipe.store.workspace import EXPERIMENT
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -166,5 +166,8 @@ def test_python_api(run_workspace):
     test = ws.datasets.load("turku-test")
     assert len(test) == run_workspace[1]["datasets"]["test"]["rows"] and "label" in test
     model = mlpipe.load_model(ws, "turku-random_forest")
-    labels, _ = predict_onnx(model.onnx, test[model.features].to_numpy(dtype=np.float32))
+    labels, proba = mlpipe.predict_onnx(model.onnx, test[model.features].to_numpy(dtype=np.float32))
     assert len(labels) == len(test)
+    assert (predict_onnx(model.onnx, test[model.features].to_numpy(dtype=np.float32))[0] == labels).all()
+    registered = next(m for m in run_workspace[1]["models"] if m["name"] == "turku-random_forest")["metrics"]
+    assert abs(classification_metrics(test["label"].to_numpy(), labels, proba)["f1"] - registered["f1"]) < 1e-9

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import TURKU_CONFIG
 from tests.robust.forkserver import ForkServer
-from tests.serving import free_port, wait_healthy
+from tests.servers import free_port, wait_healthy
 
 FEATURES = ["Temperature_C", "Humidity", "Wind_speed_kmph", "Wind_bearing_degrees", "Visibility_km",
             "Pressure_millibars", "Current_weather_condition"]
@@ -57,7 +57,7 @@ def pg_available() -> bool:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    from mlpipe.backends import normalize
+    from mlpipe.store.backends import normalize
 
     try:
         engine = sqlalchemy.create_engine(normalize(PG_ADMIN), poolclass=NullPool,
@@ -87,7 +87,7 @@ def new_pg_database(tag: str) -> str:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    from mlpipe.backends import normalize
+    from mlpipe.store.backends import normalize
 
     name = f"mlpipe_test_{tag}_{uuid.uuid4().hex[:8]}"
     admin = sqlalchemy.create_engine(normalize(PG_ADMIN), poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -101,7 +101,7 @@ def drop_pg_database(uri: str) -> None:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    from mlpipe.backends import normalize
+    from mlpipe.store.backends import normalize
 
     admin = sqlalchemy.create_engine(normalize(PG_ADMIN), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -113,7 +113,7 @@ def drop_pg_database(uri: str) -> None:
 def mlflow_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1, its store on a fresh PostgreSQL database, its artifacts in a folder."""
     need_service(pg_available(), "PostgreSQL on 127.0.0.1:5432")
-    from mlpipe.backends import normalize
+    from mlpipe.store.backends import normalize
 
     uri = new_pg_database("server")
     artifacts = tmp_path_factory.mktemp("server-artifacts")

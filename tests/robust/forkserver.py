@@ -66,16 +66,16 @@ def _serve() -> None:
     import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import mlflow.tracking  # noqa: F401
-    import sqlalchemy.orm
     import onnxruntime  # noqa: F401
     import pandas  # noqa: F401
+    import skl2onnx  # noqa: F401
     import sklearn.ensemble  # noqa: F401
     import sklearn.svm  # noqa: F401
-    import skl2onnx  # noqa: F401
+    import sqlalchemy.orm
 
     import mlpipe.cli
-    import mlpipe.integrity  # noqa: F401
     import mlpipe.pipeline  # noqa: F401
+    import mlpipe.store.integrity  # noqa: F401
 
     sqlalchemy.orm.configure_mappers()
     _warm_cli(mlpipe.cli.app)
@@ -111,12 +111,11 @@ def _warm_cli(app) -> None:
     import contextlib
     import io
 
-    from typer.testing import CliRunner
-
     import rich.live  # noqa: F401
     import rich.spinner  # noqa: F401
     import rich.status  # noqa: F401
     import rich.table  # noqa: F401
+    from typer.testing import CliRunner
 
     import mlpipe.sources  # noqa: F401
     import mlpipe.steps.ingest  # noqa: F401

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlpipe.steps.package import predict_onnx
 from tests.robust.conftest import small_config, write_slice
-from tests.serving import free_port, wait_healthy
+from tests.servers import free_port, wait_healthy
 
 
 def _post(url: str, body) -> dict:

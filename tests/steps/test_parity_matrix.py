@@ -20,14 +20,14 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from mlpipe import accelerate
 from mlpipe.config import BUILTIN_CONFIG, Config
 from mlpipe.sources import read_source
 from mlpipe.steps import ingest, package, train
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.features import feature_matrix
 from mlpipe.steps.threshold import labels_and_proba, threshold_of
-from mlpipe.trainer import quiet_warnings
+from mlpipe.training import accelerate
+from mlpipe.training.worker import quiet_warnings
 from tests.conftest import TURKU_CONFIG
 
 DATASETS = {"turku": TURKU_CONFIG, "nyc": BUILTIN_CONFIG}

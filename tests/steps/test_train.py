@@ -77,7 +77,7 @@ def test_a_onedal_svm_is_handed_on_as_the_equivalent_scikit_learn_svc(kernel):
     _require_sklearnex()
     from sklearn.svm import SVC
 
-    from mlpipe import accelerate
+    from mlpipe.training import accelerate
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(2000, 4)).astype(np.float32)
@@ -115,8 +115,8 @@ def test_linear_svm_fits_stay_libsvms_where_onedal_is_asked_for():
     _require_sklearnex()
     from sklearn.svm import SVC
 
-    from mlpipe import accelerate
     from mlpipe.steps.features import make_pipeline
+    from mlpipe.training import accelerate
 
     linear = accelerate.for_fit(make_pipeline(accelerate.svc(kernel="linear", C=2.5, cache_size=300))).steps[-1][1]
     assert type(linear) is SVC and (linear.kernel, linear.C, linear.cache_size) == ("linear", 2.5, 300)
@@ -138,10 +138,10 @@ def test_a_onedal_forest_is_scored_and_registered_as_its_scikit_learn_copy():
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import f1_score
 
-    from mlpipe import accelerate
-    from mlpipe.search import FoldTask, fit_fold
     from mlpipe.steps.features import make_pipeline
     from mlpipe.steps.threshold import inner
+    from mlpipe.training import accelerate
+    from mlpipe.training.search import FoldTask, fit_fold
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(1500, 3)).astype(np.float32)

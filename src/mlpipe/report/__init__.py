@@ -3,6 +3,8 @@ and logged as ``report.html`` on the run's MLflow parent run.
 
 ``evidence`` measures what the plots need from what the run registered, ``plots`` draws PNGs, ``render``
 lays out the page. Heavy libraries (matplotlib, Jinja2, onnxruntime) are imported only when a report is written.
+May import config, errors, provenance, graph, store, ``steps.evaluate`` (the metrics) and ``steps.ingest`` (the
+label column's name); never training or serving.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ def report_path(workspace, run_id: str) -> Path:
 
 def write_report(result, config, workspace) -> Path:
     """Write the report of a finished, registered run; return its path in the workspace."""
-    from mlpipe.models import write_atomic
     from mlpipe.report.evidence import gather
     from mlpipe.report.render import render
+    from mlpipe.store.models import write_atomic
 
     html = render(result, config, gather(result, config.model_features, workspace))
     path = report_path(workspace, result.run_id)

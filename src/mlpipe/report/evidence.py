@@ -54,7 +54,7 @@ class OnnxClassifier:
     ``fit`` does nothing: the model was trained and checked before it was registered."""
 
     def __init__(self, onnx: bytes, threads: int = 0):
-        from mlpipe.steps.package import make_session
+        from mlpipe.graph import make_session
 
         self._session = make_session(onnx, threads)  # 0: all cores
 
@@ -62,7 +62,7 @@ class OnnxClassifier:
         return self
 
     def _run(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from mlpipe.steps.package import INPUT, OUTPUTS
+        from mlpipe.graph import INPUT, OUTPUTS
 
         labels, proba = self._session.run(list(OUTPUTS), {INPUT: np.asarray(X, dtype=np.float32)})
         return labels, proba
@@ -90,7 +90,7 @@ def gather(result, features: list[str], workspace) -> Evidence:
     """The registered train/test datasets' balance, and per registered model what the plots need: measured by
     the run on the very ONNX bytes it registered (``ModelOutcome.evidence``), else measured here from the
     model loaded from the registry."""
-    from mlpipe.models import load_model
+    from mlpipe.store.models import load_model
 
     train = workspace.datasets.load(_ref(result.datasets["train"]))
     test = workspace.datasets.load(_ref(result.datasets["test"]))

@@ -10,14 +10,11 @@ import numpy as np
 
 from mlpipe.config import Config
 from mlpipe.errors import ParityError
+from mlpipe.graph import CHECKED_INPUT, INPUT, OUTPUTS, predict_onnx
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.threshold import inner, threshold_of
 from mlpipe.steps.train import Trained
 
-INPUT = "input"
-CHECKED_INPUT = "input_possible"
-"""The input once impossible values are made missing (``_impossible_to_missing``): what the graph's steps read."""
-OUTPUTS = ("label", "probabilities")
 OPSET = 17
 MIN_AGREEMENT = 0.999
 METRIC_TOLERANCE = 5e-4
@@ -226,26 +223,6 @@ def _describe(model, kind: str, config: Config) -> None:
     from onnx import helper
 
     helper.set_model_props(model, {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.model_features)})
-
-
-def make_session(onnx: bytes, threads: int = 1):
-    """An onnxruntime session with ``threads`` intra-op threads (0: onnxruntime's default, one per core).
-    Threads do not spin while idle, so an idle server -- or a run's checks beside its training worker --
-    leaves the cores to others."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
-
-
-def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and positive-class probabilities from onnxruntime, on all cores."""
-    session = make_session(onnx_bytes, threads=0)
-    labels, proba = session.run(list(OUTPUTS), {INPUT: X.astype(np.float32, copy=False)})
-    return labels, np.clip(proba[:, 1], 0.0, 1.0)  # float32 sigmoids can overshoot 1 by an ulp
 
 
 @dataclass(frozen=True)

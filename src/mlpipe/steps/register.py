@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from mlpipe import faults
-from mlpipe.datasets import DatasetVersion, Staged
 from mlpipe.errors import IntegrityError
-from mlpipe.models import CHAMPION, PENDING_CHAMPION, describe, load_model, sha256
+from mlpipe.graph import predict_onnx
 from mlpipe.steps.evaluate import classification_metrics
-from mlpipe.steps.package import predict_onnx
+from mlpipe.store.datasets import DatasetVersion, Staged
+from mlpipe.store.models import CHAMPION, PENDING_CHAMPION, describe, load_model, sha256
 
 ROLES = ("processed", "train", "test")
 

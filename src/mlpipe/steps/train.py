@@ -9,11 +9,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from mlpipe import accelerate, console, search
+from mlpipe import console
 from mlpipe.config import Config, Range, TargetConfig
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
 from mlpipe.steps.threshold import inner, threshold_from_decisions
+from mlpipe.training import accelerate, search
 
 BASELINE = "baseline"
 
@@ -32,8 +33,8 @@ class ModelKind:
     platt: bool = False
     """Probabilities by Platt scaling of the search's out-of-fold decision values (no extra fits)."""
     make_fast: Callable[[], Any] | None = None
-    """The same kind of model fitted by scikit-learn-intelex (``models.<kind>.engine``; see ``mlpipe.accelerate``:
-    what is scored and registered is always the scikit-learn equivalent)."""
+    """The same kind of model fitted by scikit-learn-intelex (``models.<kind>.engine``; see
+    ``mlpipe.training.accelerate``: what is scored and registered is always the scikit-learn equivalent)."""
     fast_is_same: bool = False
     """oneDAL fits the very same model (up to float32 rounding), so engine "auto" uses it when installed."""
     threads: bool = False

@@ -40,8 +40,8 @@ def _check_datasets(workspace, problems: list[str]) -> dict[tuple[str, int], str
 
 
 def _check_models(workspace, datasets: dict[tuple[str, int], str], problems: list[str]) -> None:
-    from mlpipe.models import CHAMPION, PENDING_CHAMPION, list_models, load_model
-    from mlpipe.steps.package import INPUT
+    from mlpipe.graph import INPUT
+    from mlpipe.store.models import CHAMPION, PENDING_CHAMPION, list_models, load_model
 
     champions = defaultdict(list)
     for model in list_models(workspace):

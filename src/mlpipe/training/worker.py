@@ -6,7 +6,7 @@ they stall its other threads -- each model's checks, MLflow's store and child ru
 proceed side by side, and the worker's imports (scikit-learn, oneDAL) overlap the run's ingest instead of
 following it. The worker also packages each model it trained as ONNX: skl2onnx's conversion is Python-bound
 (0.7 s for a forest of 100 trees 12 deep), and there it overlaps the run's checks of the model before. It
-reads and writes the fit cache (``mlpipe.fitcache``) too.
+reads and writes the fit cache (``mlpipe.training.fitcache``) too.
 
 The worker is a loky process (joblib's), which unlike ``multiprocessing``'s spawn does not run the caller's
 ``__main__`` again, so ``mlpipe.run()`` works from any script. Arguments and trained models travel pickled
@@ -20,7 +20,7 @@ import gc
 import warnings
 
 WARMUP = ("sklearn.pipeline", "sklearn.impute", "sklearn.preprocessing", "sklearn.svm", "sklearn.ensemble",
-          "sklearn.metrics", "mlpipe.steps.train", "mlpipe.search", "mlpipe.steps.package")
+          "sklearn.metrics", "mlpipe.steps.train", "mlpipe.training.search", "mlpipe.steps.package")
 
 
 def quiet_warnings() -> None:
@@ -37,7 +37,8 @@ def quiet_warnings() -> None:
 
 
 def _start(quiet: bool, run_pid: int) -> None:
-    from mlpipe import accelerate, console
+    from mlpipe import console
+    from mlpipe.training import accelerate
 
     _exit_with_parent(run_pid)
     console.set_quiet(quiet)
@@ -82,9 +83,9 @@ _unstored: dict = {}
 
 
 def _train_and_package(kind: str, X, y, ts, config, root, fit_key: str | None):
-    from mlpipe import fitcache
     from mlpipe.steps.package import to_onnx
     from mlpipe.steps.train import train_model
+    from mlpipe.training import fitcache
 
     hit = fitcache.load(root, fit_key) if fit_key is not None else None
     if hit is not None:
@@ -97,7 +98,7 @@ def _train_and_package(kind: str, X, y, ts, config, root, fit_key: str | None):
 
 
 def _store(root, fit_key: str, run_id: str) -> None:
-    from mlpipe import fitcache
+    from mlpipe.training import fitcache
 
     trained, onnx = _unstored.pop(fit_key)
     fitcache.store(root, fit_key, trained, onnx, run_id)
@@ -106,7 +107,7 @@ def _store(root, fit_key: str, run_id: str) -> None:
 class Trainer:
     """``train(kind, ...)`` runs ``steps.train.train_model`` in the worker and returns its ``Trained`` with
     its ONNX graph (``steps.package.to_onnx``) -- or, given a fit-cache key, the model stored under it
-    (``mlpipe.fitcache``), which ``store`` stores once the run has checked it. The cache is read and written
+    (``mlpipe.training.fitcache``), which ``store`` stores once the run has checked it. The cache is read and written
     in the worker, which has scikit-learn imported already and is idle when every fit is reused."""
 
     def __init__(self, quiet: bool):

@@ -1,4 +1,5 @@
-"""Serving registered models over HTTP: ``mlpipe serve``.
+"""Using registered models: over HTTP (``mlpipe serve``) and in batch (``mlpipe predict``). May import config,
+errors, console, graph and store; never steps or training (serving loads no training code).
 
     model.py       the served model (one onnxruntime session) and the slot a swap replaces it in
     schemas.py     request schema generated from the model's features; response schemas
@@ -6,4 +7,5 @@
     follow.py      alias following (poll the registry, swap the new version in)
     app.py         the FastAPI app: /predict, /health, /metadata
     server.py      settings and uvicorn
+    batch.py       ``mlpipe predict``: CSV or Parquet in chunks through one onnxruntime session
 """

@@ -87,7 +87,7 @@ def _node_ids(session: int) -> set[str]:
 
 
 def _trials(workspace, run: dict) -> dict[str, pd.DataFrame]:
-    from mlpipe.workspace import Workspace
+    from mlpipe.store.workspace import Workspace
 
     client, out = Workspace(workspace).client, {}
     for model in run["models"]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpipe.steps.package import CHECKED_INPUT, INPUT, OUTPUTS, make_session
+from mlpipe.graph import CHECKED_INPUT, INPUT, OUTPUTS, make_session
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ServedModel:
 
 def open_model(workspace, ref: str, threads: int = 1) -> ServedModel:
     """Fetch ``ref`` from the registry, check its SHA-256 (``IntegrityError`` on mismatch) and open it."""
-    from mlpipe.models import load_model
+    from mlpipe.store.models import load_model
 
     loaded = load_model(workspace, ref)
     return ServedModel(loaded.info, make_session(loaded.onnx, threads), imputes_missing(loaded.onnx))

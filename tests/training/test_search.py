@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipe import search
 from mlpipe.config import ComputeConfig, Config, ModelConfig
 from mlpipe.errors import ConfigError
 from mlpipe.steps.features import make_pipeline
 from mlpipe.steps.threshold import inner
 from mlpipe.steps.train import time_folds, train_model
+from mlpipe.training import search
 
 
 def config(**models) -> Config:

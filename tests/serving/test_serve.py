@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.conftest import mlpipe
-from tests.serving import add_version, copy_workspace, free_port, records, serve, tampered_copy, wait_until
 
-from mlpipe.models import describe, get_version, load_model
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.package import predict_onnx
-from mlpipe.workspace import Workspace
+from mlpipe.store.models import describe, get_version, load_model
+from mlpipe.store.workspace import Workspace
+from tests.conftest import mlpipe
+from tests.servers import add_version, copy_workspace, free_port, records, serve, tampered_copy, wait_until
 
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
 

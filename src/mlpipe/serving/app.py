@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic_core import to_json
 
 from mlpipe import __version__
-from mlpipe.serve.follow import AliasFollower
-from mlpipe.serve.middleware import BearerAuth
-from mlpipe.serve.model import ModelSlot
-from mlpipe.serve.schemas import Health, Metadata, PredictResponse, predict_body, record_model
+from mlpipe.serving.follow import AliasFollower
+from mlpipe.serving.middleware import BearerAuth
+from mlpipe.serving.model import ModelSlot
+from mlpipe.serving.schemas import Health, Metadata, PredictResponse, predict_body, record_model
 
 INLINE_ROWS = 256
 """Batches up to this size are scored on the event loop (tens of microseconds); larger ones in a worker

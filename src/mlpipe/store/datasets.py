@@ -74,8 +74,8 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 class DatasetRegistry:
     def __init__(self, url: str, storage):
         """``url``: the catalog (SQLAlchemy URL: SQLite or PostgreSQL); ``storage``: a folder, or an MLflow
-        artifact URI (see ``mlpipe.storage``)."""
-        from mlpipe.storage import open_store
+        artifact URI (see ``mlpipe.store.storage``)."""
+        from mlpipe.store.storage import open_store
 
         self.url, self.store = url, open_store(storage)
         self._engine = None
@@ -203,7 +203,7 @@ class DatasetRegistry:
 
     def download(self, ref: str, dest: Path) -> DatasetVersion:
         """Write ``dest/data.parquet`` and ``dest/dataset.json``."""
-        from mlpipe.models import write_atomic
+        from mlpipe.store.models import write_atomic
 
         version, df = self.get(ref), self.load(ref)
         dest.mkdir(parents=True, exist_ok=True)

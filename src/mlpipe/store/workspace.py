@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
-from mlpipe.datasets import DatasetRegistry
+from mlpipe.store.datasets import DatasetRegistry
 
 DEFAULT_WORKSPACE = "mlpipe-workspace"
 EXPERIMENT = "mlpipe"
@@ -35,7 +35,7 @@ class Workspace:
 
     def __init__(self, root: str | os.PathLike | None = None, *, tracking_uri: str | None = None,
                  datasets_uri: str | None = None, artifact_location: str | None = None):
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         self.root = Path(root) if root is not None else default_root()
         self.root = self.root.expanduser().resolve()
@@ -50,7 +50,7 @@ class Workspace:
 
     @staticmethod
     def _checked(uri: str | None, what: str, allowed: tuple[str, ...]) -> str | None:
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         if not uri:
             return None
@@ -66,14 +66,14 @@ class Workspace:
     # -- where things live -----------------------------------------------------------------------------
     @property
     def tracking_uri(self) -> str:
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         return self._tracking or backends.sqlite_uri(self.root / "mlflow.db")
 
     @property
     def backend(self) -> str:
         """``sqlite``, ``postgresql`` or ``http``: where tracking and the model registry live."""
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         return backends.kind(self.tracking_uri)
 
@@ -104,7 +104,7 @@ class Workspace:
 
     def exists(self) -> bool:
         """Whether the registry exists (a shared backend always does; a folder once something was stored)."""
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         if self.backend != "sqlite":
             return True
@@ -113,7 +113,7 @@ class Workspace:
     # -- handles ---------------------------------------------------------------------------------------
     @cached_property
     def datasets(self) -> DatasetRegistry:
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         if backends.kind(self.datasets_uri, "datasets uri") == "postgresql":
             backends.check_reachable(self.datasets_uri, "datasets uri")
@@ -124,7 +124,7 @@ class Workspace:
     @cached_property
     def client(self):
         """An MLflow client on this workspace's store (created on first use, one process at a time)."""
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         quiet_mlflow()
         uri = self.tracking_uri
@@ -155,7 +155,7 @@ class Workspace:
         return client
 
     def experiment_id(self, name: str = EXPERIMENT) -> str:
-        from mlpipe.backends import retry_locked
+        from mlpipe.store.backends import retry_locked
 
         experiment = retry_locked(self.client.get_experiment_by_name, name)
         if experiment is not None:
@@ -171,7 +171,7 @@ class Workspace:
     def lock(self, name: str = "registry") -> Iterator[None]:
         """One process at a time, across every process sharing these registries: a PostgreSQL advisory lock
         when the dataset catalog or tracking store is PostgreSQL, else a file lock in the workspace folder."""
-        from mlpipe import backends
+        from mlpipe.store import backends
 
         for uri, what in ((self.datasets_uri, "datasets uri"), (self.tracking_uri, "tracking uri")):
             if backends.kind(uri, what) == "postgresql":
@@ -186,7 +186,7 @@ def run_workspace(root, config, *, tracking_uri: str | None = None, datasets_uri
                   artifact_location: str | None = None) -> Workspace:
     """The workspace a ``run`` uses: each setting from the command line, else the environment, else the
     config's ``[tracking]`` / ``[datasets]``, else the workspace folder's defaults."""
-    from mlpipe.backends import env
+    from mlpipe.store.backends import env
 
     return Workspace(
         root,
@@ -215,7 +215,7 @@ def quiet_mlflow() -> None:
 @contextmanager
 def exclusive(root: Path, name: str = "registry") -> Iterator[None]:
     """A file lock in a workspace folder (see ``Workspace.lock`` for the one that also spans machines)."""
-    from mlpipe.backends import file_lock
+    from mlpipe.store.backends import file_lock
 
     with file_lock(root, name):
         yield

@@ -31,10 +31,10 @@ class ServeSettings(BaseModel):
 
 def build_app(settings: ServeSettings):
     """Load and verify the model, then the app around it (with an alias follower where the ref can move)."""
-    from mlpipe.serve.app import create_app
-    from mlpipe.serve.follow import AliasFollower, follows
-    from mlpipe.serve.model import ModelSlot, open_model
-    from mlpipe.workspace import Workspace
+    from mlpipe.serving.app import create_app
+    from mlpipe.serving.follow import AliasFollower, follows
+    from mlpipe.serving.model import ModelSlot, open_model
+    from mlpipe.store.workspace import Workspace
 
     ws = Workspace(settings.workspace)
     slot = ModelSlot(open_model(ws, settings.ref, settings.threads))
@@ -71,4 +71,4 @@ def serve(settings: ServeSettings) -> None:
         return
     del app  # each worker loads its own copy
     os.environ[_SETTINGS_ENV] = json.dumps(settings.model_dump())
-    uvicorn.run("mlpipe.serve.server:worker_app", factory=True, workers=settings.workers, **options)
+    uvicorn.run("mlpipe.serving.server:worker_app", factory=True, workers=settings.workers, **options)

@@ -85,7 +85,7 @@ def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want
     from sklearn.base import clone
     from sklearn.metrics import f1_score
 
-    from mlpipe.accelerate import as_scored, for_fit
+    from mlpipe.training.accelerate import as_scored, for_fit
 
     train_idx, val_idx = folds[task.fold]
     train_idx = subsample(train_idx, task.fraction, task.seed, task.fold)
@@ -166,7 +166,7 @@ class RayRunner:
         host, port = check_compute(ComputeConfig(backend="ray", address=address))
         import ray
 
-        try:  # the workers import mlpipe.search: mlpipe is installed on every node, like scikit-learn
+        try:  # the workers import mlpipe.training.search: mlpipe is installed on every node, like scikit-learn
             ray.init(address=f"{host}:{port}", log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, TimeoutError, ValueError) as e:
             raise ConfigError(f"compute.address {address!r}: cannot connect to a Ray cluster: "

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from mlpipe import backends
 from mlpipe.config import load_config
 from mlpipe.errors import ConfigError
-from mlpipe.workspace import Workspace, run_workspace
+from mlpipe.store import backends
+from mlpipe.store.workspace import Workspace, run_workspace
 from tests.conftest import TURKU_CONFIG
 
 
@@ -143,7 +143,7 @@ def test_new_workspaces_start_from_one_cached_mlflow_schema(tmp_path, monkeypatc
     models work, with artifacts in that workspace."""
     import mlflow
 
-    from mlpipe import schema_cache
+    from mlpipe.store import schema_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     template = tmp_path / "cache" / "mlpipe" / f"mlflow-{mlflow.__version__}-schema.db"

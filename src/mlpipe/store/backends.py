@@ -75,7 +75,7 @@ def prepare_sqlite(path: Path) -> None:
     (persistent), so readers never block the one writer."""
     import sqlite3
 
-    from mlpipe import schema_cache
+    from mlpipe.store import schema_cache
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():

@@ -3,8 +3,8 @@ import multiprocessing as mp
 import pandas as pd
 import pytest
 
-from mlpipe.datasets import DatasetRegistry, content_digest
 from mlpipe.errors import IntegrityError, NotFoundError
+from mlpipe.store.datasets import DatasetRegistry, content_digest
 
 
 def registry(root) -> DatasetRegistry:

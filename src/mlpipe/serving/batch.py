@@ -33,7 +33,7 @@ class Scored:
 def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int = 65536,
                  threads: int = 0) -> Scored:
     """Score ``input`` with the model ``ref`` into ``output`` (written whole or not at all)."""
-    from mlpipe.serve.model import open_model
+    from mlpipe.serving.model import open_model
 
     input, output = Path(input), Path(output)
     _check_format(input, "input")
@@ -219,8 +219,15 @@ class _progress:
         self.total, self.unit, self.description = total, unit, description
 
     def __enter__(self):
-        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         from mlpipe.console import console
 

@@ -1,4 +1,4 @@
-"""Identical fits reused across runs (``mlpipe.fitcache``): real runs of the CLI in one workspace."""
+"""Identical fits reused across runs (``mlpipe.training.fitcache``): real runs of the CLI in one workspace."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipe import fitcache
 from mlpipe.config import load_config
-from mlpipe.workspace import Workspace
+from mlpipe.store.workspace import Workspace
+from mlpipe.training import fitcache
 from tests.conftest import TURKU_CONFIG, mlpipe
 
 SEARCHED = ("svm", "random_forest", "lightgbm")

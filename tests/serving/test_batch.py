@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import mlpipe
 
-from mlpipe.models import describe, get_version
-from mlpipe.predict import predict_file
+from mlpipe.serving.batch import predict_file
 from mlpipe.steps.evaluate import classification_metrics
-from mlpipe.workspace import Workspace
+from mlpipe.store.models import describe, get_version
+from mlpipe.store.workspace import Workspace
+from tests.conftest import mlpipe
 
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
 

@@ -1,4 +1,4 @@
-"""Models train in one worker process (``mlpipe.trainer``), so oneDAL's GIL-holding fits never stall the run's
+"""Models train in one worker process (``mlpipe.training.worker``), so oneDAL's GIL-holding fits never stall the run's
 tracking thread: called from the Python API, in a plain script, errors and all."""
 
 import json
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from mlpipe.errors import ConfigError
+from tests.conftest import REPO
 
-BASE = Path(__file__).parent / "bad_inputs" / "base.toml"
+BASE = REPO / "tests" / "bad_inputs" / "base.toml"
 
 
 def _config(tmp_path: Path, csv: Path, svm_space: str = "{ kernel = ['linear', 'rbf'], C = [1] }") -> Path:
@@ -40,7 +41,7 @@ def test_a_script_without_a_main_guard_trains_in_one_worker_process(turku_small,
                           "ranked": list(result.ranking_pngs[0])}}))
     """))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("script body ran") == 1
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -59,7 +60,7 @@ def test_a_bad_search_space_found_in_the_worker_is_the_same_config_error(turku_s
     config = _config(tmp_path, turku_small, svm_space="{ kernel = ['linear'], C = [-1.0] }")
     with pytest.raises(ConfigError, match=r"key 'models.svm.space.C'"):
         mlpipe.run(str(config), tmp_path / "ws")
-    from mlpipe.models import list_models
+    from mlpipe.store.models import list_models
 
     assert list_models(mlpipe.Workspace(tmp_path / "ws")) == []
 
@@ -71,10 +72,10 @@ def test_a_worker_whose_task_failed_is_let_go_not_killed(turku_small, tmp_path):
     or 10 with a bad search space), beside the one line a bad input is owed. A worker mid-task is still
     killed."""
     from mlpipe.config import load_config
+    from mlpipe.sources import read_source
     from mlpipe.steps import ingest
     from mlpipe.steps.features import feature_matrix
-    from mlpipe.sources import read_source
-    from mlpipe.trainer import Trainer
+    from mlpipe.training.worker import Trainer
 
     config = load_config(_config(tmp_path, turku_small, svm_space="{ kernel = ['linear'], C = [-1.0] }"))
     data = ingest.ingest(read_source(config.data.source), config, config.data.source)
@@ -90,7 +91,7 @@ def test_the_worker_freezes_what_its_imports_made():
     """The worker's imports outlive every task, so the garbage collector is told to skip them."""
     import gc
 
-    from mlpipe.trainer import Trainer
+    from mlpipe.training.worker import Trainer
 
     with Trainer(quiet=True) as trainer:
         frozen = trainer._pool.submit(gc.get_freeze_count).result()

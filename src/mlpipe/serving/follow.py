@@ -7,7 +7,7 @@ import logging
 import threading
 
 from mlpipe.errors import MlpipeError
-from mlpipe.serve.model import ModelSlot, open_model
+from mlpipe.serving.model import ModelSlot, open_model
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log, so messages appear beside its lines
 
@@ -46,7 +46,7 @@ class AliasFollower:
 
     def check(self) -> bool:
         """Look the reference up once; swap when it names another version. True when a swap happened."""
-        from mlpipe.models import get_version
+        from mlpipe.store.models import get_version
 
         current = self.slot.current
         version = get_version(self.workspace, self.ref)

@@ -244,10 +244,10 @@ def test_importance_the_run_measured_is_that_of_the_registered_models(run_worksp
     import json
     from pathlib import Path
 
-    from mlpipe.models import load_model
     from mlpipe.report.evidence import measure
     from mlpipe.steps.ingest import LABEL
-    from mlpipe.workspace import Workspace
+    from mlpipe.store.models import load_model
+    from mlpipe.store.workspace import Workspace
 
     ws_path, result = run_workspace
     ws = Workspace(ws_path)

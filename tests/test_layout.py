@@ -1,0 +1,67 @@
+"""The tree shows the design: each package imports only what its ``__init__`` docstring says it may, and
+serving loads no training code (checked on the imports as written, and on what a server process loads)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import mlpipe
+
+SRC = Path(mlpipe.__file__).parent
+TOP = {"config", "errors", "console", "faults", "provenance", "graph", "sources"}
+"""Small modules of mlpipe's own that every package may use."""
+MAY_IMPORT = {
+    "store": TOP,
+    "training": TOP | {"steps", "training"},
+    "steps": TOP | {"steps", "training", "store"},
+    "serving": TOP | {"serving", "store"},
+    "report": TOP | {"report", "store", "steps.evaluate", "steps.ingest"},
+    "graph": set(),
+}
+
+
+def _mlpipe_imports(path: Path) -> set[str]:
+    """The ``mlpipe.*`` modules a file imports (at any depth: lazy imports count), without the prefix."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mlpipe":
+            base = node.module.removeprefix("mlpipe").lstrip(".")
+            found |= {f"{base}.{a.name}".lstrip(".") if not base or base in ("steps", "training", "store")
+                      else base for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("mlpipe.") for a in node.names if a.name.startswith("mlpipe.")}
+    return found
+
+
+def _allowed(module: str, rules: set[str]) -> bool:
+    return module == "__version__" or any(module == r or module.startswith(f"{r}.") for r in rules)
+
+
+def test_each_package_imports_only_what_it_may():
+    wrong = []
+    for package, rules in MAY_IMPORT.items():
+        files = [SRC / f"{package}.py"] if (SRC / f"{package}.py").exists() else sorted((SRC / package).rglob("*.py"))
+        assert files, package
+        for path in files:
+            wrong += [f"{path.relative_to(SRC)} imports mlpipe.{m}" for m in sorted(_mlpipe_imports(path))
+                      if not _allowed(m, rules | {package})]
+    assert not wrong, wrong
+
+
+def test_every_package_says_what_lives_there_and_what_it_may_import():
+    for init in SRC.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc) > 60, f"{init.relative_to(SRC)}: no docstring saying what lives there"
+        if init.parent.name in MAY_IMPORT:
+            assert "import" in doc, f"{init.relative_to(SRC)}: says nothing of what it may import"
+
+
+def test_a_server_loads_no_training_code_nor_scikit_learn():
+    code = ("import sys; import mlpipe.serving.server, mlpipe.serving.app, mlpipe.serving.batch, "
+            "mlpipe.serving.follow; print(sorted(m for m in sys.modules if m.startswith(('mlpipe.steps', "
+            "'mlpipe.training', 'mlpipe.pipeline', 'sklearn', 'skl2onnx', 'lightgbm'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]", loaded
