@@ -93,7 +93,8 @@ def _register(ws, prefix: str, data, models: dict) -> None:
     champion alias to the best searched model."""
     from mlflow.entities import Metric, Param
 
-    from mlpipe.pipeline import _log_model_files, _model_source  # the run's own way to log and address the graph
+    from mlpipe.flow.model_work import log_model_files  # the run's own way to log and address the graph
+    from mlpipe.steps.register import model_source
     from mlpipe.steps import register
     from mlpipe.store.models import sha256
 
@@ -108,9 +109,9 @@ def _register(ws, prefix: str, data, models: dict) -> None:
         client.log_batch(run_id, params=[Param(k, str(v)[:5000]) for k, v in trained.params.items()],
                          metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         name, digest = f"{prefix}-{kind}", sha256(onnx)
-        _log_model_files(client, run_id, onnx, {"name": name, "kind": kind, "onnx_sha256": digest})
+        log_model_files(client, run_id, onnx, {"name": name, "kind": kind, "onnx_sha256": digest})
         client.set_terminated(run_id, "FINISHED")
-        version = register.register_model(client, name, run_id, _model_source(client, run_id),
+        version = register.register_model(client, name, run_id, model_source(client, run_id),
                                           {"mlpipe.onnx_sha256": digest}, kind)
         if kind != "baseline":
             candidates.append(register.Candidate(name, version, metrics["f1"]))

@@ -20,6 +20,8 @@ MAY_IMPORT = {
     "serving": TOP | {"serving", "store"},
     "report": TOP | {"report", "store", "steps.evaluate", "steps.ingest"},
     "graph": set(),
+    "flow": TOP | {"steps", "training", "store", "report"},
+    "pipeline": TOP | {"flow", "steps", "training", "store", "report"},
 }
 
 

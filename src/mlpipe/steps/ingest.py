@@ -40,6 +40,24 @@ class IngestReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self, horizon: str) -> list[str]:
+        """What was found and done, a line each, as the run's log shows it."""
+        r = self
+        found = [f"{r.exact_duplicates_dropped} exact duplicate rows dropped",
+                 f"{r.conflicting_timestamps} timestamps with conflicting values ({r.conflicting_rows_dropped} rows "
+                 f"dropped)",
+                 f"{r.backward_time_jumps} backward jumps in time (rows sorted by time)",
+                 f"impossible values made missing: {r.impossible_values or 'none'}",
+                 f"missing values per feature: {r.missing_values or 'none'}",
+                 f"{r.unlabelled_dropped} rows without an observation {horizon} later dropped",
+                 f"{r.rows_labelled} rows labelled, {r.positive_rate:.1%} positive",
+                 f"train {r.train_rows} rows {r.train_range[0]} .. {r.train_range[1]}; "
+                 f"test {r.test_rows} rows {r.test_range[0]} .. {r.test_range[1]} "
+                 f"({r.embargo_dropped} train rows dropped whose label lies in the test period)"]
+        if r.missing_timestamps_dropped:
+            found.insert(0, f"{r.missing_timestamps_dropped} rows without a timestamp dropped")
+        return found
+
 
 @dataclass(frozen=True)
 class Ingested:
@@ -50,11 +68,23 @@ class Ingested:
 
 
 def ingest(raw: pd.DataFrame, config: Config, source: str) -> Ingested:
-    """Validate, clean, label and split ``raw`` as ``config`` says; ``source`` names it in errors."""
+    """Validate, clean, add the time-series features, label and split ``raw`` as ``config`` says (the run does
+    the same in its three steps: ``prepare``, ``features.add_time_features``, ``label_and_split``); ``source``
+    names it in errors."""
+    df, report = prepare(raw, config, source)
+    return label_and_split(add_time_features(df, config), config, report, source)
+
+
+def prepare(raw: pd.DataFrame, config: Config, source: str) -> tuple[pd.DataFrame, IngestReport]:
+    """Validate and clean ``raw``: the configured columns, one row per (group, timestamp), sorted by time,
+    impossible values made missing. Returns the rows and what was found and done."""
     report = IngestReport(rows_read=len(raw))
     df = validate(raw, config, source)
-    df = clean(df, config, report)
-    df = add_time_features(df, config)
+    return clean(df, config, report), report
+
+
+def label_and_split(df: pd.DataFrame, config: Config, report: IngestReport, source: str) -> Ingested:
+    """Label clean rows (their features added) by timestamp, and split them by time."""
     df = add_label(df, config, report)
     if df.empty:
         raise DataError(f"{source}: no row has an observation {config.target.horizon} later to label it")

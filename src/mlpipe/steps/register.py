@@ -1,5 +1,6 @@
 """Step 6, register: datasets, then model versions, then the ``champion`` alias. It runs last, after every
-model has passed its ONNX parity check, so a run that fails registers nothing."""
+model has passed its ONNX parity check, so a run that fails registers nothing. The datasets' files are staged
+(written at their content addresses, not registered) earlier, beside the training."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlpipe import faults
+from mlpipe import faults, provenance
+from mlpipe.config import Config
 from mlpipe.errors import IntegrityError
 from mlpipe.graph import predict_onnx
+from mlpipe.steps import ingest
 from mlpipe.steps.evaluate import classification_metrics
+from mlpipe.steps.features import feature_spec
+from mlpipe.steps.train import BASELINE
 from mlpipe.store.datasets import DatasetVersion, Staged
 from mlpipe.store.models import CHAMPION, PENDING_CHAMPION, describe, load_model, sha256
 
@@ -24,6 +29,66 @@ class Candidate:
     name: str
     version: int
     f1: float
+
+
+def stage_datasets(workspace, prefix: str, data: ingest.Ingested) -> dict[str, Staged]:
+    """The three datasets' files written at their content addresses (``DatasetRegistry.stage``), not registered."""
+    staged = {role: workspace.datasets.stage(f"{prefix}-{role}", df)
+              for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
+    faults.checkpoint("datasets.staged")
+    return staged
+
+
+def register_run(workspace, config: Config, data: ingest.Ingested, staged: dict[str, Staged], outcomes: list,
+                 parent_id: str) -> tuple[dict[str, DatasetVersion], Candidate | None, str]:
+    """Register what a run made, under the registry's lock (one run at a time decides versions and the
+    champion): its datasets, recorded as the inputs of its runs; a version per model with an ONNX graph
+    (``outcomes``: ``flow.results.ModelOutcome``, each given its ``version``); then the ``champion`` alias.
+    Returns the datasets, the champion after the move and the reason."""
+    from mlflow.entities import RunTag
+
+    prefix, client = config.registry.model_prefix, workspace.client
+    with workspace.lock():
+        faults.checkpoint("register.locked")
+        judged = judge_champion(workspace, prefix, data.test, staged["test"].digest)
+        datasets = register_datasets(workspace, staged, f"{prefix} pipeline from {config.data.source}")
+        faults.checkpoint("register.datasets")
+        for run_id in [parent_id] + [o.run_id for o in outcomes]:
+            log_dataset_inputs(client, run_id, datasets)
+        for o in outcomes:
+            client.log_batch(o.run_id, tags=[RunTag(k, v) for k, v in dataset_tags(datasets).items()])
+        faults.checkpoint("register.inputs")
+        for o in outcomes:
+            if o.onnx_sha256 is not None:
+                o.version = register_model(client, o.name, o.run_id, model_source(client, o.run_id),
+                                           version_tags(o, config, datasets), description(o, config))
+        faults.checkpoint("register.models")
+        candidates = [Candidate(o.name, o.version, o.metrics["f1"])
+                      for o in outcomes if o.version is not None and o.kind != BASELINE]
+        champion, reason = move_champion(workspace, prefix, candidates, data.test, datasets["test"].digest, judged)
+        faults.checkpoint("register.done")
+    return datasets, champion, reason
+
+
+def model_source(client, run_id: str) -> str:
+    """Where a model run's files are (``flow.model_work.log_model_files``): the version's source."""
+    return f"{client.get_run(run_id).info.artifact_uri}/model"
+
+
+def version_tags(o, config: Config, datasets: dict[str, DatasetVersion]) -> dict[str, str]:
+    tags = {"mlpipe.kind": o.kind, "mlpipe.features": json.dumps(config.model_features),
+            "mlpipe.feature_spec": json.dumps(feature_spec(config)),
+            "mlpipe.onnx_sha256": o.onnx_sha256, "mlpipe.git_commit": provenance.git_commit(),
+            "mlpipe.target": json.dumps(config.target.model_dump())}
+    tags.update(dataset_tags(datasets))
+    tags.update({f"metric.{k}": repr(v) for k, v in o.metrics.items()})
+    tags.update({f"param.{k}": str(v)[:5000] for k, v in o.params.items()})
+    return tags
+
+
+def description(o, config: Config) -> str:
+    return (f"{o.kind} forecasting whether {config.target.column} meets the target rule {config.target.horizon} "
+            f"later, from {len(config.model_features)} features; test macro F1 {o.metrics['f1']:.4f}")
 
 
 def register_datasets(workspace, staged: dict[str, Staged], description: str) -> dict[str, DatasetVersion]:
