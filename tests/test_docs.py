@@ -75,3 +75,12 @@ def test_the_readme_and_docs_point_nowhere_outside_the_repository():
         for link in re.findall(r"\]\(([^)#]+)\)", text):
             if not link.startswith(("http://", "https://")):
                 assert (path.parent / link).exists(), f"{path.name}: link to {link} goes nowhere"
+
+
+def test_help_prints_every_bracket_of_the_help_texts():
+    """Rich markup ate "[default: …]" and "[compute]" from --help (they look like style tags)."""
+    from typer.testing import CliRunner
+
+    out = " ".join(CliRunner().invoke(app, ["run", "--help"]).output.split())  # as one line, unwrapped
+    assert "[default: $MLPIPE_WORKSPACE, else ./mlpipe-workspace]" in out, out
+    assert "(overrides [compute])" in out, out

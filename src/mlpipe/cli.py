@@ -15,7 +15,8 @@ import typer
 from mlpipe.errors import MlpipeError
 
 app = typer.Typer(help="Local-first ML pipelines: ingest, train, test, package to ONNX, register in MLflow.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None)  # help texts hold [brackets] ("[default: …]", "[compute]"): print them
 datasets_app = typer.Typer(help="The dataset registry.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
