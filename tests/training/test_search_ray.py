@@ -39,12 +39,13 @@ def _free_port() -> int:
 def ray_head():
     """``ray start --head --block`` in its own session on 127.0.0.1; the whole session is ended after."""
     _need_ray()
-    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     port, tmp = _free_port(), tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are long
     log_path = os.path.join(tmp, "head.log")
     with open(log_path, "w") as log:
         head = subprocess.Popen(
-            [ray_cli if os.path.exists(ray_cli) else "ray", "start", "--head", "--block", "--node-ip-address",
+            # this interpreter, not a `ray` script found on PATH: the head's workers run the Python that started
+            # it, and must import this mlpipe (a `ray` of another environment ran another mlpipe's fit function)
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
              "127.0.0.1", "--port", str(port), "--include-dashboard", "false", "--num-cpus", "2",
              "--disable-usage-stats", "--temp-dir", tmp],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV}, start_new_session=True)
