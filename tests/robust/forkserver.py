@@ -115,7 +115,10 @@ def _warm_cli(app) -> None:
     import rich.spinner  # noqa: F401
     import rich.status  # noqa: F401
     import rich.table  # noqa: F401
+    from rich.text import Text
     from typer.testing import CliRunner
+
+    Text.from_markup("[bold]ingest[/] …")  # a step's spinner renders markup: that imports rich._emoji_codes
 
     import mlpipe.sources  # noqa: F401
     import mlpipe.steps.ingest  # noqa: F401
