@@ -96,6 +96,16 @@ def best_threshold(truth: np.ndarray, proba: np.ndarray, metric: str) -> float:
     ``THRESHOLD_GAP / 2`` from every score it was chosen on. A forest's probabilities are averages of few
     values, so many test rows tie at a score the threshold would otherwise equal, and float32 rounding in the
     ONNX graph would flip them all. Confusion counts for all candidates come from one sort."""
+    scores, candidates, values = _scan(truth, proba, metric)
+    best = float(candidates[int(np.argmax(values))])
+    below = scores[scores < best]
+    if len(below):
+        return (float(below.max()) + best) / 2
+    return best - max(abs(best) / 2, THRESHOLD_GAP / 2)  # every score is labelled 1
+
+
+def _scan(truth: np.ndarray, proba: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the distinct scores, the candidate thresholds, ``metric`` at each candidate)."""
     scores = np.unique(proba)
     starts_cluster = np.r_[True, np.diff(scores) >= THRESHOLD_GAP]
     cluster_start = scores[starts_cluster][np.cumsum(starts_cluster) - 1]  # of each distinct score
@@ -105,10 +115,7 @@ def best_threshold(truth: np.ndarray, proba: np.ndarray, metric: str) -> float:
     tp = len(positives) - np.searchsorted(positives, candidates, side="left")  # scores >= t
     fp = len(negatives) - np.searchsorted(negatives, candidates, side="left")
     fn, tn = len(positives) - tp, len(negatives) - fp
-    scores_of = _METRICS[metric](*(a.astype(np.float64) for a in (tp, fp, fn, tn)))
-    best = float(candidates[int(np.argmax(scores_of))])
-    below = scores[scores < best]
-    return (float(below.max()) + best) / 2 if len(below) else best / 2  # every score is labelled 1 (scores >= 0)
+    return scores, candidates, _METRICS[metric](*(a.astype(np.float64) for a in (tp, fp, fn, tn)))
 
 
 def threshold_from_decisions(model, X: np.ndarray, y: np.ndarray, decisions: list[tuple[np.ndarray, np.ndarray]],

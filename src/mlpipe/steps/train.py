@@ -53,10 +53,17 @@ class ModelKind:
 def _svm():
     """max_iter caps libsvm's iterations: without it the linear kernel at C=10 on the 20k NYC training rows
     with time-series features runs for over 10 minutes. A capped fit is still a linear classifier, scored
-    like every candidate by the time-ordered CV; whether the final fit converged is logged."""
+    like every candidate by the time-ordered CV; whether the final fit converged is logged.
+
+    Classes are weighted "balanced": rain in 4 h is 6.7% of the NYC rows, and unweighted the hinge loss put
+    nearly every row on the dry side: the chosen linear SVM ranked rows barely better than chance (validation
+    ROC AUC 0.725) and answered 0 for every test row. Balanced, with C in [0.1, 1] (the default grid), it
+    reaches validation ROC AUC 0.909 and macro F1 0.614 (0.551 before), and its search is faster (17 s
+    against 25 s): probabilities come from Platt scaling and the threshold is tuned, so the weights change
+    the ranking, not the calibration."""
     from sklearn.svm import SVC
 
-    return SVC(cache_size=1000, random_state=0, max_iter=200_000)
+    return SVC(cache_size=1000, random_state=0, max_iter=200_000, class_weight="balanced")
 
 
 def _svm_fast():
@@ -74,14 +81,18 @@ def _random_forest_fast():
 
 
 def _lightgbm():
+    """Bagged (70% of rows per tree, 70% of features): on the NYC validation rows it lifted macro F1 from
+    0.626 to 0.643 at the grid's choice (7 leaves, 400 rows per leaf, where the old grid of 15 / 63 leaves
+    chose 15 at 0.619)."""
     from lightgbm import LGBMClassifier
 
     return LGBMClassifier(n_estimators=200, learning_rate=0.05, num_leaves=31, random_state=0, n_jobs=1,
+                          subsample=0.7, subsample_freq=1, colsample_bytree=0.7,
                           deterministic=True, force_row_wise=True, verbose=-1)
 
 
 KINDS: dict[str, ModelKind] = {
-    "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [1, 10]},
+    "svm": ModelKind(_svm, {"kernel": ["linear", "rbf"], "C": [0.1, 1]},
                      {"kernel": ["rbf"], "C": Range(low=0.1, high=100.0, log=True),
                       "gamma": Range(low=0.01, high=10.0, log=True)}, platt=True, make_fast=_svm_fast,
                      fast_is_same=True, threads=True),
@@ -89,7 +100,7 @@ KINDS: dict[str, ModelKind] = {
                                {"max_depth": Range(low=4, high=24), "min_samples_leaf": Range(low=1, high=64, log=True),
                                 "max_features": ["sqrt", 0.5, 1.0], "class_weight": [None, "balanced"]},
                                {"n_jobs": -1}, make_fast=_random_forest_fast, fast_n_jobs=1),
-    "lightgbm": ModelKind(_lightgbm, {"num_leaves": [15, 63]},
+    "lightgbm": ModelKind(_lightgbm, {"num_leaves": [7, 31], "min_child_samples": [20, 400]},
                           {"num_leaves": Range(low=7, high=255, log=True),
                            "learning_rate": Range(low=0.01, high=0.3, log=True),
                            "n_estimators": Range(low=50, high=800, log=True),

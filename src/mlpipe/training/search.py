@@ -79,9 +79,13 @@ class SearchResult:
 
 # --------------------------------------------------------------------------------------------- the fold fit
 
-def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want_decision: bool | str) -> FoldResult:
+def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want_decision: bool | str,
+             tuned_metric: str | None = None) -> FoldResult:
     """Fit ``template`` with ``task.params`` on one fold's (subsampled) training rows; macro F1 on its
-    validation rows. Pure: runs the same in this process, a local worker process or a Ray worker."""
+    validation rows: of its own labels, or with ``tuned_metric`` (a model whose decision threshold will be
+    tuned for that metric), of its decision values or probabilities labelled at the best threshold for it on
+    these rows -- the candidates are then compared as they will decide. Pure: runs the same in this process, a
+    local worker process or a Ray worker."""
     from sklearn.base import clone
     from sklearn.metrics import f1_score
 
@@ -101,6 +105,10 @@ def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want
         predicted = model.classes_[(decision > 0).astype(int)]
     else:
         decision, predicted = np.empty(0), model.predict(X[val_idx])
+    if tuned_metric is not None and len(decision):  # labelled as the tuned model will label (any monotone score)
+        from mlpipe.steps.threshold import best_threshold
+
+        predicted = model.classes_[(decision >= best_threshold(y[val_idx], decision, tuned_metric)).astype(int)]
     score = float(f1_score(y[val_idx], predicted, average="macro"))
     node, worker = _where()
     return FoldResult(task.trial, task.rung, task.fold, score, fit_seconds, node, worker, decision)
@@ -139,9 +147,10 @@ class LocalRunner:
     """Fold fits in parallel on this machine's cores: joblib's process pool (big arrays are memory-mapped), or
     threads for estimators whose fits release the GIL (no worker processes to start and import into)."""
 
-    def __init__(self, template, X, y, folds, want_decision: bool | str, n_jobs: int = -1, threads: bool = False):
+    def __init__(self, template, X, y, folds, want_decision: bool | str, n_jobs: int = -1, threads: bool = False,
+                 tuned_metric: str | None = None):
         self.args = (template, X, y, folds)
-        self.want_decision = want_decision
+        self.want = (want_decision, tuned_metric)
         self.n_jobs = n_jobs
         self.prefer = "threads" if threads else "processes"
 
@@ -150,10 +159,10 @@ class LocalRunner:
 
         if self.n_jobs == 1 or len(tasks) == 1:
             for t in tasks:
-                yield fit_fold(*self.args, t, self.want_decision)
+                yield fit_fold(*self.args, t, *self.want)
             return
         parallel = Parallel(n_jobs=self.n_jobs, return_as="generator_unordered", prefer=self.prefer)
-        yield from parallel(delayed(fit_fold)(*self.args, t, self.want_decision) for t in tasks)
+        yield from parallel(delayed(fit_fold)(*self.args, t, *self.want) for t in tasks)
 
     def close(self) -> None:
         pass
@@ -162,7 +171,8 @@ class LocalRunner:
 class RayRunner:
     """Fold fits as Ray tasks on the cluster at ``address``; the data is put in its object store once."""
 
-    def __init__(self, address: str, template, X, y, folds, want_decision: bool | str):
+    def __init__(self, address: str, template, X, y, folds, want_decision: bool | str,
+                 tuned_metric: str | None = None):
         host, port = check_compute(ComputeConfig(backend="ray", address=address))
         import ray
 
@@ -173,11 +183,11 @@ class RayRunner:
                               f"{' '.join(str(e).split())[:300]}") from None
         self.ray = ray
         self.refs = [ray.put(a) for a in (template, X, y, folds)]
-        self.want_decision = want_decision
+        self.want = (want_decision, tuned_metric)
         self.remote = ray.remote(num_cpus=1, max_retries=0)(fit_fold)
 
     def run(self, tasks: list[FoldTask]) -> Iterator[FoldResult]:
-        pending = [self.remote.remote(*self.refs, t, self.want_decision) for t in tasks]
+        pending = [self.remote.remote(*self.refs, t, *self.want) for t in tasks]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield self.ray.get(done[0])
@@ -220,10 +230,10 @@ def _require_ray() -> None:
 
 
 def make_runner(compute: ComputeConfig, template, X, y, folds, want_decision: bool | str,
-                threads: bool = False) -> Runner:
+                threads: bool = False, tuned_metric: str | None = None) -> Runner:
     if compute.backend == "ray":
-        return RayRunner(compute.address, template, X, y, folds, want_decision)
-    return LocalRunner(template, X, y, folds, want_decision, compute.n_jobs, threads)
+        return RayRunner(compute.address, template, X, y, folds, want_decision, tuned_metric)
+    return LocalRunner(template, X, y, folds, want_decision, compute.n_jobs, threads, tuned_metric)
 
 
 # ------------------------------------------------------------------------------------------- strategies
@@ -235,7 +245,11 @@ def search(template, space: dict[str, list | Range], settings: ModelConfig, X: n
     """Search ``space`` for ``template`` (a pipeline whose last step is ``model``) by ``settings.strategy``,
     scoring macro F1 over ``folds``; return the best parameters and every trial. ``threads``: local fits
     may run in threads (the estimator releases the GIL while it fits)."""
-    runner = make_runner(compute, template, X, y, folds, want_decision, threads)
+    # candidates whose threshold is tuned on their out-of-fold probabilities are compared at that threshold; an
+    # SVM's at the sign of its decision value: oneDAL's SVM decision values vary a little with its thread count
+    # (a Ray worker's one core against local threads), and a threshold tuned on them moved one trial's score
+    tuned = settings.threshold_metric if settings.threshold == "tuned" and want_decision == "proba" else None
+    runner = make_runner(compute, template, X, y, folds, want_decision, threads, tuned)
     progress = progress or Progress.silent()
     try:
         if settings.strategy == "grid":
