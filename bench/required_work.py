@@ -72,7 +72,7 @@ def main(csv: str, config_path: str | Path = BENCH_CONFIG) -> dict:
         models[kind] = (trained, onnx, _check(trained, onnx, X_test, X_test, y_test))
         _mark(f"{kind}: scikit-learn's test answers and parity")
     with tempfile.TemporaryDirectory() as tmp:
-        _register(Workspace(tmp), config.registry.model_prefix, data, models)
+        _register(Workspace(tmp), config, data, models)
     _mark("register: datasets, runs, models, champion")
     f1 = {kind: metrics["f1"] for kind, (_, _, metrics) in models.items()}
     return {"pieces": _pieces, "wall_s": _pieces[-1]["until_wall_s"], "cpu_s": _pieces[-1]["until_cpu_s"], "f1": f1}
@@ -88,18 +88,18 @@ def _check(trained, onnx: bytes, test_input, X_test, y_test) -> dict[str, float]
     return parity.metrics
 
 
-def _register(ws, prefix: str, data, models: dict) -> None:
+def _register(ws, config, data, models: dict) -> None:
     """The datasets, and per model a run with its parameters, test metrics and ONNX graph, registered; then the
-    champion alias to the best searched model."""
+    champion alias to the best searched model (by its test F1 here: the work of the gate is the same)."""
     from mlflow.entities import Metric, Param
 
     from mlpipe.flow.model_work import log_model_files  # the run's own way to log and address the graph
-    from mlpipe.steps.register import model_source
     from mlpipe.steps import register
+    from mlpipe.steps.register import model_source
     from mlpipe.store.models import sha256
 
-    staged = {role: ws.datasets.stage(f"{prefix}-{role}", df)
-              for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
+    prefix = config.registry.model_prefix
+    staged = register.stage_datasets(ws, prefix, data)
     datasets = register.register_datasets(ws, staged, f"{prefix} datasets")
     client, experiment_id = ws.client, ws.experiment_id()
     candidates = []
@@ -113,9 +113,9 @@ def _register(ws, prefix: str, data, models: dict) -> None:
         client.set_terminated(run_id, "FINISHED")
         version = register.register_model(client, name, run_id, model_source(client, run_id),
                                           {"mlpipe.onnx_sha256": digest}, kind)
-        if kind != "baseline":
-            candidates.append(register.Candidate(name, version, metrics["f1"]))
-    register.move_champion(ws, prefix, candidates, data.test, datasets["test"].digest)
+        candidates.append(register.Candidate(name, version, kind, metrics["f1"]))
+    judged = register.judge_champion(ws, prefix, data.validation, datasets["validation"].digest, "f1")
+    register.move_champion(ws, config, candidates, judged)
 
 
 if __name__ == "__main__":

@@ -145,11 +145,19 @@ class FeaturesConfig(_Strict):
 
 class SplitConfig(_Strict):
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    """The last share of the training period's timestamps, held out from every fit and every choice of
+    hyperparameters and thresholds: what models are compared on (and persistence, and the champion)."""
     cv_folds: Annotated[int, Field(ge=2, le=20)] = 3
 
 
 class RegistryConfig(_Strict):
     model_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "weather"
+    select_by: Literal["f1", "roc_auc", "brier"] = "f1"
+    """The validation metric models are chosen by: macro F1, ROC AUC, or the Brier score (lower is better)."""
+    min_improvement: Annotated[float, Field(ge=0)] = 0.005
+    """``champion`` moves to a learned model only when, on the validation rows, it beats persistence and the
+    current champion by at least this much of ``select_by``; ties never promote."""
 
 
 class Range(_Strict):

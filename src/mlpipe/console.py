@@ -20,6 +20,13 @@ def info(message: str) -> None:
     console.print(message)
 
 
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr, shown also with ``--quiet``: something the user must know of."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 @contextmanager
 def step(name: str, spinner: bool = True) -> Iterator[None]:
     """Show a spinner while a step runs (unless another process draws on the terminal meanwhile), then

@@ -13,7 +13,7 @@ from pathlib import Path
 from mlpipe import console, faults
 from mlpipe.config import Config, load_config
 from mlpipe.flow.lanes import Lanes
-from mlpipe.flow.model_work import CachedFit, check_model, draw_ranking, track_model
+from mlpipe.flow.model_work import CachedFit, Split, check_model, draw_ranking, track_model
 from mlpipe.flow.results import ModelOutcome, RunResult
 from mlpipe.report.plots import palette
 from mlpipe.sources import read_source
@@ -55,8 +55,9 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
         lanes.open_run(config, report)  # MLflow's store and the parent run, from here on beside the training
         staged = lanes.beside(register.stage_datasets, ws, prefix, data)
         X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
-        X_test, y_test = feature_matrix(data.test, config), data.test[ingest.LABEL].to_numpy()
         ts = data.train[config.data.timestamp]
+        test, validation = (Split(df, feature_matrix(df, config), df[ingest.LABEL].to_numpy())
+                            for df in (data.test, data.validation))
 
         # 3-5. train each kind (the worker searches, fits and packages it as ONNX, or reuses an identical fit);
         # test it and check its graph against scikit-learn (checks threads), track it (tracking thread)
@@ -69,27 +70,32 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
                 if kind == train.BASELINE:
                     trained, fit = train.train_baseline(config), None
-                    onnx, test_input = package.to_onnx(trained, config), data.test
+                    onnx = package.to_onnx(trained, config)
                 else:
                     fit_key = fitcache.key(kind, X, y, ts, config) if config.compute.cache else None
                     trained, onnx, hit = lanes.train(kind, X, y, ts, config, fit_key)
-                    fit, test_input = CachedFit(fit_key, hit, lanes), X_test
+                    fit = CachedFit(fit_key, hit, lanes)
                     if hit is not None:
                         console.info(f"  [dim]·[/] {kind}: the fit of run {hit.fitted_in_run} reused (same "
                                      f"training rows, settings and code; {hit.path})")
                 faults.checkpoint("train.fitted")
             name, baseline = names[kind], tracked[0] if tracked else None
-            checks[name] = checked = lanes.beside(check_model, trained, onnx, name, config, test_input, X_test,
-                                                  y_test, colours[name], 0 if kind == kinds[-1] else 1)
-            tracked.append(lanes.record(track_model, trained, onnx, name, checked, config, staged, y_test,
+            checks[name] = checked = lanes.beside(check_model, trained, onnx, name, config, test, validation,
+                                                  colours[name], 0 if kind == kinds[-1] else 1)
+            tracked.append(lanes.record(track_model, trained, onnx, name, checked, config, staged, test.y,
                                         baseline, fit))
-        ranking = lanes.beside(draw_ranking, checks, y_test, colours)  # the report's plots of all models
+        ranking = lanes.beside(draw_ranking, checks, test.y, colours)  # the report's plots of all models
         with console.step("test + package + track"):
             outcomes = [t.result() for t in tracked]
+        select_by = config.registry.select_by
         for o in outcomes:
             m = o.metrics
-            console.info(f"  [dim]·[/] {o.kind}: F1 {m['f1']:.4f}  accuracy {m['accuracy']:.4f}  "
-                         f"ROC AUC {m.get('roc_auc', float('nan')):.4f}")
+            console.info(f"  [dim]·[/] {o.kind}: validation {register.METRIC_NAMES[select_by]} "
+                         f"{o.validation.get(select_by, float('nan')):.4f}; test F1 {m['f1']:.4f}  "
+                         f"accuracy {m['accuracy']:.4f}  ROC AUC {m.get('roc_auc', float('nan')):.4f}")
+            if o.validation_one_class is not None and o.kind != train.BASELINE:
+                console.warn(f"{o.name} answers {o.validation_one_class} for every validation row: it cannot "
+                             f"become champion")
         lanes.release_worker()  # its last task (storing fits) is queued: it exits while the run registers
 
         # 6. register: datasets, model versions, the champion alias; one run at a time

@@ -14,7 +14,7 @@ from tests.conftest import TURKU_CONFIG, mlpipe
 
 def test_run_json_follows_the_contract(run_workspace):
     _, result = run_workspace
-    assert set(result["datasets"]) == {"processed", "train", "test"}
+    assert set(result["datasets"]) == {"processed", "train", "validation", "test"}
     for d in result["datasets"].values():
         assert d["version"] >= 1 and len(d["digest"]) == 64 and d["rows"] > 0
     kinds = {m["kind"]: m for m in result["models"]}
@@ -22,7 +22,10 @@ def test_run_json_follows_the_contract(run_workspace):
     for m in result["models"]:
         assert m["name"] == f"turku-{m['kind']}" and m["version"] >= 1 and len(m["onnx_sha256"]) == 64
         assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(m["metrics"])
-    best = max((m for m in result["models"] if m["kind"] != "baseline"), key=lambda m: m["metrics"]["f1"])
+    for m in result["models"]:
+        assert {"f1", "roc_auc", "brier"} <= set(m["validation"])
+    # chosen on the validation rows by the config's select_by (ROC AUC for Turku), never on test
+    best = max((m for m in result["models"] if m["kind"] != "baseline"), key=lambda m: m["validation"]["roc_auc"])
     assert result["champion"] == {"name": best["name"], "version": best["version"]}
 
 

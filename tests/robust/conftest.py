@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TURKU_CONFIG
+from tests.conftest import TURKU_CONFIG, turku_winter
 from tests.robust.forkserver import ForkServer
 from tests.servers import free_port, wait_healthy
 
@@ -30,8 +30,8 @@ def fork_server():
 
 
 @pytest.fixture(scope="session")
-def turku_frame(turku_csv) -> pd.DataFrame:
-    return pd.read_csv(turku_csv, nrows=4000)
+def turku_frame() -> pd.DataFrame:
+    return turku_winter()
 
 
 def write_slice(frame: pd.DataFrame, rows: int, path: Path) -> Path:

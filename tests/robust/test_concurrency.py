@@ -38,24 +38,26 @@ def _assert_nothing_lost(outputs: list[dict], report: dict) -> None:
         claimed = sorted(mo["version"] for out in outputs for mo in out["models"] if mo["name"] == name)
         assert claimed == list(range(1, RUNS + 1)), (name, claimed)  # each run got its own version
     datasets = {d["name"]: d for d in report["datasets"]}
-    assert {d: v["version"] for d, v in datasets.items()} == {"team-processed": 1, "team-train": 1, "team-test": 1}
+    assert {d: v["version"] for d, v in datasets.items()} == {"team-processed": 1, "team-train": 1,
+                                                              "team-validation": 1, "team-test": 1}
     assert all(out["datasets"] == outputs[0]["datasets"] for out in outputs)
-    # champion: one holder, and it is the best non-baseline model of all eight runs (same test set for all)
+    # champion: one holder, the one the gate gives when the eight runs register one after another in the order
+    # they took the lock (same validation rows for all): a run's best learned model takes the alias when it beats
+    # persistence and the holder by [registry] min_improvement; ties and smaller gains do not move it
     holders = [(name, m["aliases"]["champion"]) for name, m in models.items() if "champion" in m["aliases"]]
-    assert len(holders) == 1
-    f1 = {(mo["name"], mo["version"]): mo["metrics"]["f1"] for out in outputs for mo in out["models"]
-          if mo["kind"] != "baseline"}
-    assert f1[holders[0]] == max(f1.values())
-    # the first registered version holding the best score keeps it: a tie does not move the champion
-    assert holders[0] == min((k for k, v in f1.items() if v == max(f1.values())), key=lambda k: _order(outputs, k))
-
-
-def _order(outputs: list[dict], key: tuple[str, int]) -> int:
-    """When the run that registered ``key`` took the registration lock, by its version numbers."""
-    for out in outputs:
-        if any((mo["name"], mo["version"]) == key for mo in out["models"]):
-            return next(mo["version"] for mo in out["models"] if mo["name"] == "team-baseline")
-    raise KeyError(key)
+    assert len(holders) <= 1
+    expected, held = None, None
+    for out in sorted(outputs, key=lambda o: next(m["version"] for m in o["models"] if m["kind"] == "baseline")):
+        base = next(m for m in out["models"] if m["kind"] == "baseline")["validation"]["roc_auc"]
+        able = [m for m in out["models"] if m["kind"] != "baseline" and m["validation_one_class"] is None]
+        if not able:
+            continue
+        best = max(able, key=lambda m: m["validation"]["roc_auc"])
+        score = best["validation"]["roc_auc"]
+        if score - base >= 0.005 and (held is None or score - held >= 0.005):
+            expected, held = (best["name"], best["version"]), score
+    assert holders == ([expected] if expected else []), (holders, expected)
+    assert expected is not None  # the forests of depth 2..9 beat persistence here: the gate was exercised
 
 
 def test_eight_concurrent_runs_on_sqlite(fork_server, tmp_path, turku_frame):

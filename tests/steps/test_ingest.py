@@ -91,11 +91,16 @@ def test_split_is_by_time_with_an_embargo():
     config = make_config()
     df = labelled(frame(range(14), [0.0, 1.0] * 7), config)  # 12 labelled hours 00..11
     report = IngestReport()
-    train, test = split_by_time(df, config, report)
-    assert test["t"].min() > train["t"].max()
+    train, validation, test = split_by_time(df, config, report)
+    assert test["t"].min() > validation["t"].max() and validation["t"].min() > train["t"].max()
     assert len(test) == 3  # ceil(0.25 * 12) distinct timestamps
-    # train rows whose 2 h label lies in the test period (>= 09:00) are dropped: 07:00 and 08:00
-    assert train["t"].dt.hour.max() == 6 and report.embargo_dropped == 2
+    # rows whose 2 h label lies in the test period (>= 09:00) are dropped: 07:00 and 08:00
+    assert report.embargo_dropped == 2
+    # validation: the last ceil(0.15 * 7) = 2 of the 7 timestamps before (05:00, 06:00); train rows whose label
+    # lies in it (03:00, 04:00) dropped too
+    assert validation["t"].dt.hour.tolist() == [5, 6] and report.validation_embargo_dropped == 2
+    assert train["t"].dt.hour.tolist() == [0, 1, 2]
+    assert (report.train_rows, report.validation_rows, report.test_rows) == (3, 2, 3)
 
 
 @pytest.mark.parametrize("mutate, match", [

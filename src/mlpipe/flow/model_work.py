@@ -17,7 +17,7 @@ import pandas as pd
 from mlpipe import faults, provenance
 from mlpipe.config import Config
 from mlpipe.flow.results import ModelOutcome
-from mlpipe.graph import INPUT, OUTPUTS
+from mlpipe.graph import INPUT, OUTPUTS, predict_onnx
 from mlpipe.report.evidence import measure
 from mlpipe.report.render import model_pngs, ranking_pngs
 from mlpipe.steps import evaluate, package, train
@@ -69,12 +69,30 @@ class Checked:
     """For the report: test probabilities and permutation importance, measured on the ONNX bytes."""
     pngs: dict[str, bytes]
     """The report's plots of this model (``render.model_pngs``); empty if they could not be drawn."""
+    validation: dict[str, float]
+    """Metrics on the validation rows, from the graph's answers where there is a graph."""
+    validation_one_class: int | None
+    """The class answered for every validation row, if only one is."""
 
 
-def check_model(trained: train.Trained, onnx: bytes | None, name: str, config: Config, test_input,
-                X_test: np.ndarray, y_test: np.ndarray, colour: str, threads: int) -> Checked:
-    """``threads``: onnxruntime's for the permutation importance; 1 beside the training, 0 (all) after it."""
-    sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
+@dataclass(frozen=True)
+class Split:
+    """One held-out split as the checks need it: what scikit-learn's side reads (a DataFrame for the
+    baseline, the feature matrix for a searched model), the graph's float32 input, and the labels."""
+
+    frame: pd.DataFrame
+    X: np.ndarray
+    y: np.ndarray
+
+
+def check_model(trained: train.Trained, onnx: bytes | None, name: str, config: Config, test: Split,
+                validation: Split, colour: str, threads: int) -> Checked:
+    """Test and check one trained model: scikit-learn's answers on the test split, its ONNX graph against
+    them, and the graph's answers on the validation rows (what the champion is chosen by). ``threads``:
+    onnxruntime's for the permutation importance; 1 beside the training, 0 (all) after it."""
+    baseline = trained.kind == train.BASELINE
+    X_test, y_test = test.X, test.y
+    sk_labels, sk_proba = labels_and_proba(trained.model, test.frame if baseline else X_test)
     sk_metrics = evaluate.classification_metrics(y_test, sk_labels, sk_proba)
     faults.checkpoint("package.converted")
     metrics, parity, labels, proba, evidence = sk_metrics, None, sk_labels, sk_proba, None
@@ -83,12 +101,19 @@ def check_model(trained: train.Trained, onnx: bytes | None, name: str, config: C
         metrics, labels, proba = parity.metrics, parity.labels, parity.proba
         evidence = measure(onnx, X_test, y_test, config.model_features, threads=threads, proba=parity.proba)
     confusion = evaluate.confusion(y_test, labels)
+    if onnx is not None:
+        val_labels, val_proba = predict_onnx(onnx, validation.X)
+    else:
+        val_labels, val_proba = labels_and_proba(trained.model, validation.frame if baseline else validation.X)
+    val_metrics = evaluate.classification_metrics(validation.y, val_labels, val_proba)
+    classes = np.unique(val_labels)
+    one_class = int(classes[0]) if len(classes) == 1 else None
     try:
         with _drawing:
             pngs = model_pngs(name, confusion, evidence and evidence[1], trained.cv_results, colour)
     except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
         pngs = {}
-    return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs)
+    return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs, val_metrics, one_class)
 
 
 def track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
@@ -122,8 +147,9 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
         if baseline is not None:
             metrics = {**metrics, **evaluate.margins(metrics, baseline.result().metrics)}
         confusion = c.confusion
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        client.log_dict(run_id, {"metrics": metrics, "sklearn_metrics": c.sk_metrics,
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] +
+                         [Metric(f"val_{k}", float(v), now, 0) for k, v in c.validation.items()])
+        client.log_dict(run_id, {"metrics": metrics, "validation": c.validation, "sklearn_metrics": c.sk_metrics,
                                  "onnx_label_agreement": parity and parity.agreement,
                                  "onnx_max_probability_gap": parity and parity.max_proba_gap,
                                  "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
@@ -138,7 +164,7 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
                 "name": name, "kind": trained.kind, "features": config.model_features,
                 "input": {"name": INPUT, "dtype": "float32", "shape": [None, len(config.model_features)]},
                 "outputs": list(OUTPUTS), "params": trained.params, "metrics": metrics,
-                "onnx_sha256": digest})
+                "validation": c.validation, "onnx_sha256": digest})
             client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
             faults.checkpoint("model.logged")
             if fit is not None:
@@ -148,7 +174,8 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
         raise
     client.set_terminated(run_id, "FINISHED")
     return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results,
-                        report_evidence, pngs=c.pngs)
+                        report_evidence, pngs=c.pngs, validation=c.validation,
+                        validation_one_class=c.validation_one_class)
 
 
 def log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:

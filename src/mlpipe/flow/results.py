@@ -20,6 +20,7 @@ class ModelOutcome:
     run_id: str
     params: dict
     metrics: dict[str, float]
+    """On the test split, from the ONNX graph's answers: what is registered and reported."""
     confusion: list[list[int]]
     onnx_sha256: str | None
     cv_results: pd.DataFrame = field(repr=False)
@@ -28,10 +29,16 @@ class ModelOutcome:
     pngs: dict[str, bytes] = field(default_factory=dict, repr=False)
     """The report's plots of this model alone, drawn while the next model trained (``render.model_pngs``)."""
     version: int | None = None
+    validation: dict[str, float] = field(default_factory=dict)
+    """On the validation rows, from the ONNX graph's answers: what the champion is chosen by."""
+    validation_one_class: int | None = None
+    """The class it answers for every validation row, if it does (never promoted)."""
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "kind": self.kind, "metrics": self.metrics,
-                "onnx_sha256": self.onnx_sha256, "run_id": self.run_id, "confusion_matrix": self.confusion}
+                "validation": self.validation, "validation_one_class": self.validation_one_class,
+                "onnx_sha256": self.onnx_sha256, "run_id": self.run_id,
+                "confusion_matrix": self.confusion}
 
 
 @dataclass

@@ -87,7 +87,7 @@ def measure(onnx: bytes, X: np.ndarray, y: np.ndarray, features: list[str], thre
 
 
 def gather(result, features: list[str], workspace) -> Evidence:
-    """The registered train/test datasets' balance, and per registered model what the plots need: measured by
+    """The registered train/validation/test datasets' balance, and per registered model what the plots need: measured by
     the run on the very ONNX bytes it registered (``ModelOutcome.evidence``), else measured here from the
     model loaded from the registry."""
     from mlpipe.store.models import load_model
@@ -95,8 +95,12 @@ def gather(result, features: list[str], workspace) -> Evidence:
     train = workspace.datasets.load(_ref(result.datasets["train"]))
     test = workspace.datasets.load(_ref(result.datasets["test"]))
     r = result.ingest_report
-    splits = [SplitBalance("train", len(train), int(train[LABEL].sum()), tuple(r.train_range)),
-              SplitBalance("test", len(test), int(test[LABEL].sum()), tuple(r.test_range))]
+    splits = [SplitBalance("train", len(train), int(train[LABEL].sum()), tuple(r.train_range))]
+    if "validation" in result.datasets:
+        validation = workspace.datasets.load(_ref(result.datasets["validation"]))
+        splits.append(SplitBalance("validation", len(validation), int(validation[LABEL].sum()),
+                                   tuple(r.validation_range)))
+    splits.append(SplitBalance("test", len(test), int(test[LABEL].sum()), tuple(r.test_range)))
     X, y = test[features].to_numpy(dtype=np.float32), test[LABEL].to_numpy()
     models = {}
     for o in result.models:

@@ -49,7 +49,9 @@ def context(result, config, evidence: Evidence) -> dict:
         "duration_s": result.duration_s, "champion": champion, "champion_reason": result.champion_reason,
         "data": data_facts(result.ingest_report, config), "checks": validation_rows(result.ingest_report, config),
         "splits": evidence.splits, "metric_labels": METRIC_LABELS,
-        "models": model_rows(result.models, champion), "plots": plot_sections(result, evidence),
+        "models": model_rows(result.models, champion, config.registry.select_by),
+        "select_by": METRIC_LABELS.get(config.registry.select_by, "Brier score"),
+        "plots": plot_sections(result, evidence),
         "lineage": lineage(result), "importance_rows": evidence.importance_rows,
     }
 
@@ -70,8 +72,10 @@ def data_facts(r, config) -> list[tuple[str, str]]:
                   f"matched by timestamp)"),
         ("features", ", ".join(config.data.features)),
         ("derived features", ", ".join(config.features.derived()) or "none"),
-        ("split", f"by time: the last {config.split.test_fraction:.0%} of timestamps are the test split; "
-                  f"{config.split.cv_folds} time-ordered CV folds in training"),
+        ("split", f"by time: the last {config.split.test_fraction:.0%} of timestamps are the test split, for "
+                  f"reporting only; the last {config.split.validation_fraction:.0%} of the timestamps before them "
+                  f"the validation split, which no fit saw, where models are compared and the champion chosen; "
+                  f"{config.split.cv_folds} time-ordered CV folds in the rest"),
     ]
 
 
@@ -92,28 +96,35 @@ def validation_rows(r, config) -> list[tuple[str, str, str]]:
          "imputed inside each model with the training median"),
         ("rows without a label", f"{r.unlabelled_dropped:,}",
          f"dropped: no observation {config.target.horizon} later"),
-        ("train rows labelled inside the test period", f"{r.embargo_dropped:,}", "dropped (embargo)"),
+        ("rows labelled inside the test period", f"{r.embargo_dropped:,}", "dropped (embargo)"),
+        ("train rows labelled inside the validation period", f"{r.validation_embargo_dropped:,}",
+         "dropped (embargo)"),
     ]
 
 
-def model_rows(models, champion: str | None) -> list[dict]:
-    """One row per model: each headline metric with its margin over the baseline's."""
+def model_rows(models, champion: str | None, select_by: str = "f1") -> list[dict]:
+    """One row per model: its validation score (what the champion is chosen by), then each headline test
+    metric, each with its margin over the baseline's (red where the model does worse)."""
     baseline = next((m for m in models if m.kind == "baseline"), None)
     rows = []
     for m in models:
         ref = f"{m.name}:{m.version}" if m.version is not None else m.name
-        cells = []
-        for key in METRIC_KEYS:
-            value = m.metrics.get(key)
-            base = baseline.metrics.get(key) if baseline is not None and m is not baseline else None
-            delta = value - base if value is not None and base is not None else None
-            cells.append({"key": key, "value": _num(value), "baseline": _num(base),
-                          "delta": None if delta is None else f"{delta:+.4f}",
-                          "direction": None if delta is None else ("up" if delta > 0 else "down" if delta < 0
-                                                                   else "same")})
+        other = baseline if baseline is not None and m is not baseline else None
+        validation = _cell("validation", m.validation.get(select_by),
+                           other.validation.get(select_by) if other else None, lower_is_better=select_by == "brier")
+        cells = [_cell(key, m.metrics.get(key), other.metrics.get(key) if other else None) for key in METRIC_KEYS]
         rows.append({"name": m.name, "ref": ref, "kind": m.kind, "champion": ref == champion,
-                     "cells": cells, "chosen": _chosen(m), "run_id": m.run_id})
+                     "validation": validation, "cells": cells, "chosen": _chosen(m), "run_id": m.run_id,
+                     "one_class": m.validation_one_class if m.kind != "baseline" else None})
     return rows
+
+
+def _cell(key: str, value: float | None, base: float | None, lower_is_better: bool = False) -> dict:
+    delta = value - base if value is not None and base is not None else None
+    better = None if delta is None else (-delta if lower_is_better else delta)
+    return {"key": key, "value": _num(value), "baseline": _num(base),
+            "delta": None if delta is None else f"{delta:+.4f}",
+            "direction": None if better is None else ("up" if better > 0 else "down" if better < 0 else "same")}
 
 
 def _chosen(m) -> str:

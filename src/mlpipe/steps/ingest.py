@@ -33,8 +33,11 @@ class IngestReport:
     positive_rate: float = 0.0
     embargo_dropped: int = 0
     train_rows: int = 0
+    validation_rows: int = 0
     test_rows: int = 0
+    validation_embargo_dropped: int = 0
     train_range: tuple[str, str] = ("", "")
+    validation_range: tuple[str, str] = ("", "")
     test_range: tuple[str, str] = ("", "")
 
     def to_dict(self) -> dict:
@@ -52,8 +55,10 @@ class IngestReport:
                  f"{r.unlabelled_dropped} rows without an observation {horizon} later dropped",
                  f"{r.rows_labelled} rows labelled, {r.positive_rate:.1%} positive",
                  f"train {r.train_rows} rows {r.train_range[0]} .. {r.train_range[1]}; "
+                 f"validation {r.validation_rows} rows {r.validation_range[0]} .. {r.validation_range[1]}; "
                  f"test {r.test_rows} rows {r.test_range[0]} .. {r.test_range[1]} "
-                 f"({r.embargo_dropped} train rows dropped whose label lies in the test period)"]
+                 f"({r.validation_embargo_dropped} train rows dropped whose label lies in the validation period, "
+                 f"{r.embargo_dropped} whose label lies in the test period)"]
         if r.missing_timestamps_dropped:
             found.insert(0, f"{r.missing_timestamps_dropped} rows without a timestamp dropped")
         return found
@@ -63,7 +68,12 @@ class IngestReport:
 class Ingested:
     processed: pd.DataFrame
     train: pd.DataFrame
+    """The rows every fit may see: searches, thresholds, the final fits."""
+    validation: pd.DataFrame
+    """The end of the training period, which no fit and no choice of hyperparameters saw: models, persistence
+    and the champion are compared on it."""
     test: pd.DataFrame
+    """The last ``test_fraction`` of timestamps, for reporting only: nothing is chosen on it."""
     report: IngestReport
 
 
@@ -88,9 +98,9 @@ def label_and_split(df: pd.DataFrame, config: Config, report: IngestReport, sour
     df = add_label(df, config, report)
     if df.empty:
         raise DataError(f"{source}: no row has an observation {config.target.horizon} later to label it")
-    train, test = split_by_time(df, config, report)
+    train, validation, test = split_by_time(df, config, report)
     check_trainable(train, test, config, source)
-    return Ingested(processed=df, train=train, test=test, report=report)
+    return Ingested(processed=df, train=train, validation=validation, test=test, report=report)
 
 
 def validate(raw: pd.DataFrame, config: Config, source: str) -> pd.DataFrame:
@@ -220,24 +230,35 @@ def add_label(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.Data
     return out
 
 
-def split_by_time(df: pd.DataFrame, config: Config, report: IngestReport) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Test = the last ``test_fraction`` of distinct timestamps. Train rows whose label lies in the test
-    period (``t + horizon >= test start``) are dropped, so no test-period observation reaches training."""
+def split_by_time(df: pd.DataFrame, config: Config,
+                  report: IngestReport) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Test = the last ``test_fraction`` of distinct timestamps; validation = the last
+    ``validation_fraction`` of the timestamps before it; train = the rest. Rows whose label lies in a later
+    period (``t + horizon >= that period's start``) are dropped, so no observation of the validation or test
+    period reaches a fit, nor one of the test period the validation rows."""
+    train, test, report.embargo_dropped = _split_off_end(df, config, config.split.test_fraction, "a test set")
+    train, validation, report.validation_embargo_dropped = _split_off_end(
+        train, config, config.split.validation_fraction, "a validation set")
+    report.train_rows, report.validation_rows, report.test_rows = len(train), len(validation), len(test)
+    report.train_range = _range(train, config)
+    report.validation_range = _range(validation, config)
+    report.test_range = _range(test, config)
+    return train, validation, test
+
+
+def _split_off_end(df: pd.DataFrame, config: Config, fraction: float,
+                   what: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(the rows before the last ``fraction`` of timestamps less the embargo, those last rows, rows embargoed)."""
     ts = df[config.data.timestamp]
     times = np.sort(ts.unique())
-    n_test = max(1, math.ceil(config.split.test_fraction * len(times)))
-    if n_test >= len(times):
-        raise DataError(f"too few distinct timestamps ({len(times)}) to split off a test set")
-    test_start = times[-n_test]
+    n_end = max(1, math.ceil(fraction * len(times)))
+    if n_end >= len(times):
+        raise DataError(f"too few distinct timestamps ({len(times)}) to split off {what}")
+    end_start = times[-n_end]
     horizon = pd.Timedelta(seconds=config.target.horizon_seconds)
-    is_test = ts >= test_start
-    embargo = ~is_test & (ts + horizon >= test_start)
-    train, test = df[~is_test & ~embargo].reset_index(drop=True), df[is_test].reset_index(drop=True)
-    report.embargo_dropped = int(embargo.sum())
-    report.train_rows, report.test_rows = len(train), len(test)
-    report.train_range = _range(train, config)
-    report.test_range = _range(test, config)
-    return train, test
+    is_end = ts >= end_start
+    embargo = ~is_end & (ts + horizon >= end_start)
+    return df[~is_end & ~embargo].reset_index(drop=True), df[is_end].reset_index(drop=True), int(embargo.sum())
 
 
 def _range(df: pd.DataFrame, config: Config) -> tuple[str, str]:

@@ -21,20 +21,32 @@ from mlpipe.steps.train import BASELINE
 from mlpipe.store.datasets import DatasetVersion, Staged
 from mlpipe.store.models import CHAMPION, PENDING_CHAMPION, describe, load_model, sha256
 
-ROLES = ("processed", "train", "test")
+ROLES = ("processed", "train", "validation", "test")
+METRIC_NAMES = {"f1": "macro F1", "roc_auc": "ROC AUC", "brier": "Brier score"}
+LOWER_IS_BETTER = {"brier"}
 
 
 @dataclass(frozen=True)
 class Candidate:
+    """A registered version as the champion gate sees it: its validation score (``[registry] select_by``)."""
+
     name: str
     version: int
-    f1: float
+    kind: str
+    score: float
+    """On the validation rows; NaN where it cannot be computed (ROC AUC of a one-class validation block)."""
+    one_class: int | None = None
+    """The class it answers for every validation row, if it does: such a model is never promoted."""
+
+
+def gain(metric: str, score: float, than: float) -> float:
+    """How much better ``score`` is than ``than`` in ``metric`` (positive: better)."""
+    return than - score if metric in LOWER_IS_BETTER else score - than
 
 
 def stage_datasets(workspace, prefix: str, data: ingest.Ingested) -> dict[str, Staged]:
     """The three datasets' files written at their content addresses (``DatasetRegistry.stage``), not registered."""
-    staged = {role: workspace.datasets.stage(f"{prefix}-{role}", df)
-              for role, df in (("processed", data.processed), ("train", data.train), ("test", data.test))}
+    staged = {role: workspace.datasets.stage(f"{prefix}-{role}", getattr(data, role)) for role in ROLES}
     faults.checkpoint("datasets.staged")
     return staged
 
@@ -50,7 +62,8 @@ def register_run(workspace, config: Config, data: ingest.Ingested, staged: dict[
     prefix, client = config.registry.model_prefix, workspace.client
     with workspace.lock():
         faults.checkpoint("register.locked")
-        judged = judge_champion(workspace, prefix, data.test, staged["test"].digest)
+        select_by = config.registry.select_by
+        judged = judge_champion(workspace, prefix, data.validation, staged["validation"].digest, select_by)
         datasets = register_datasets(workspace, staged, f"{prefix} pipeline from {config.data.source}")
         faults.checkpoint("register.datasets")
         for run_id in [parent_id] + [o.run_id for o in outcomes]:
@@ -63,9 +76,9 @@ def register_run(workspace, config: Config, data: ingest.Ingested, staged: dict[
                 o.version = register_model(client, o.name, o.run_id, model_source(client, o.run_id),
                                            version_tags(o, config, datasets), description(o, config))
         faults.checkpoint("register.models")
-        candidates = [Candidate(o.name, o.version, o.metrics["f1"])
-                      for o in outcomes if o.version is not None and o.kind != BASELINE]
-        champion, reason = move_champion(workspace, prefix, candidates, data.test, datasets["test"].digest, judged)
+        candidates = [Candidate(o.name, o.version, o.kind, o.validation.get(select_by, float("nan")),
+                                o.validation_one_class) for o in outcomes if o.version is not None]
+        champion, reason = move_champion(workspace, config, candidates, judged)
         faults.checkpoint("register.done")
     return datasets, champion, reason
 
@@ -82,6 +95,7 @@ def version_tags(o, config: Config, datasets: dict[str, DatasetVersion]) -> dict
             "mlpipe.target": json.dumps(config.target.model_dump())}
     tags.update(dataset_tags(datasets))
     tags.update({f"metric.{k}": repr(v) for k, v in o.metrics.items()})
+    tags.update({f"validation.{k}": repr(v) for k, v in o.validation.items()})
     tags.update({f"param.{k}": str(v)[:5000] for k, v in o.params.items()})
     return tags
 
@@ -188,49 +202,86 @@ def _give_champion(client, models: list, name: str, version: int) -> None:
     client.delete_registered_model_tag(name, PENDING_CHAMPION)
 
 
-def champion_f1_on(workspace, champion, test: pd.DataFrame, test_digest: str) -> float | None:
-    """The current champion's macro F1 on this run's test set: its registered figure when it was tested on
-    the same data, else measured now with its ONNX model; None when its features are not in this data."""
+def champion_score_on(workspace, champion, validation: pd.DataFrame, digest: str, select_by: str) -> float | None:
+    """The current champion's ``select_by`` on this run's validation rows: its registered figure when it was
+    validated on the same rows, else measured now through its registered ONNX graph (versions registered before
+    mlpipe held out validation rows are measured so too); None when its features are not in this data."""
     info = describe(champion)
-    if info["datasets"]["test"]["digest"] == test_digest:
-        return info["metrics"]["f1"]
-    if not set(info["features"]) <= set(test.columns):
+    registered = info.get("validation", {})
+    if info["datasets"].get("validation", {}).get("digest") == digest and select_by in registered:
+        return registered[select_by]
+    if not set(info["features"]) <= set(validation.columns):
         return None
     model = load_model(workspace, f"{champion.name}:{champion.version}")
-    labels, proba = predict_onnx(model.onnx, test[model.features].to_numpy(dtype=np.float32))
-    return classification_metrics(test["label"].to_numpy(), labels, proba)["f1"]
+    labels, proba = predict_onnx(model.onnx, validation[model.features].to_numpy(dtype=np.float32))
+    return classification_metrics(validation["label"].to_numpy(), labels, proba).get(select_by)
 
 
 @dataclass(frozen=True)
 class Judged:
-    """The current champion and its macro F1 on this run's test set, measured before anything is registered
-    (so a champion that cannot be measured fails the run while nothing is registered yet)."""
+    """The current champion and its score on this run's validation rows, measured before anything is
+    registered (so a champion that cannot be measured fails the run while nothing is registered yet)."""
 
     current: object | None
-    f1: float | None
+    score: float | None
 
 
-def judge_champion(workspace, prefix: str, test: pd.DataFrame, test_digest: str) -> Judged:
+def judge_champion(workspace, prefix: str, validation: pd.DataFrame, digest: str, select_by: str) -> Judged:
     current = current_champion(workspace, prefix)
-    return Judged(current, champion_f1_on(workspace, current, test, test_digest) if current is not None else None)
+    score = champion_score_on(workspace, current, validation, digest, select_by) if current is not None else None
+    return Judged(current, score)
 
 
-def move_champion(workspace, prefix: str, candidates: list[Candidate], test: pd.DataFrame,
-                  test_digest: str, judged: Judged | None = None) -> tuple[Candidate | None, str]:
-    """Give ``champion`` to the best candidate when it beats the current champion (or there is none).
-    Returns the champion after the move and the reason. ``judged``: from ``judge_champion``, under the same
-    registration lock (else judged now)."""
-    if not candidates:
-        return None, "no candidate model"
-    best = max(candidates, key=lambda c: c.f1)
-    judged = judged if judged is not None else judge_champion(workspace, prefix, test, test_digest)
-    current, f1 = judged.current, judged.f1
-    if current is not None:
-        holder = Candidate(current.name, int(current.version), f1 if f1 is not None else float("nan"))
-        if f1 is not None and best.f1 <= f1:
-            return holder, (f"{best.name}:{best.version} (test F1 {best.f1:.4f}) does not beat champion "
-                            f"{holder.name}:{holder.version} (test F1 {f1:.4f})")
+def move_champion(workspace, config: Config, candidates: list[Candidate],
+                  judged: Judged) -> tuple[Candidate | None, str]:
+    """Give ``champion`` to the candidate ``decide_champion`` promotes, if any. Returns the champion after the
+    decision (the old holder when the alias did not move) and the reason, in one line with the figures."""
+    promote, holder, reason = decide_champion(config, candidates, judged)
+    if promote is None:
+        return holder, reason
     client = workspace.client
-    _give_champion(client, _prefix_models(client, prefix), best.name, best.version)
-    why = "no champion before" if current is None else f"beats {current.name}:{current.version}"
-    return best, f"{best.name}:{best.version} (test F1 {best.f1:.4f}) {why}"
+    _give_champion(client, _prefix_models(client, config.registry.model_prefix), promote.name, promote.version)
+    return promote, reason
+
+
+def decide_champion(config: Config, candidates: list[Candidate],
+                    judged: Judged) -> tuple[Candidate | None, Candidate | None, str]:
+    """(the learned candidate to promote or None, the current holder or None, why). The best learned candidate
+    on the validation rows is promoted when it beats persistence and the current champion there by at least
+    ``[registry] min_improvement``; ties never promote, nor does a model that answers one class for every
+    validation row."""
+    metric, need = config.registry.select_by, config.registry.min_improvement
+    what = METRIC_NAMES[metric]
+    learned = [c for c in candidates if c.kind != BASELINE]
+    current = judged.current
+    holder = Candidate(current.name, int(current.version), "", judged.score if judged.score is not None
+                       else float("nan")) if current is not None else None
+    stays = (f"; champion stays {holder.name}:{holder.version}" if holder else "; no champion") + " (no alias moved)"
+    able = [c for c in learned if c.one_class is None and not np.isnan(c.score)]
+    if not able:
+        return None, holder, ("no learned model can be champion: " + ", ".join(
+            f"{c.name}:{c.version} answers {c.one_class} for every validation row" if c.one_class is not None
+            else f"{c.name}:{c.version} has no validation {what}" for c in learned) if learned
+            else "no learned model was trained") + stays
+    best = max(able, key=lambda c: -c.score if metric in LOWER_IS_BETTER else c.score)
+    figure = f"{best.name}:{best.version} (validation {what} {best.score:.4f})"
+    baseline = next((c for c in candidates if c.kind == BASELINE and not np.isnan(c.score)), None)
+    if baseline is not None:
+        margin = gain(metric, best.score, baseline.score)
+        if not (margin > 0 and margin >= need):
+            return None, holder, (f"no learned model beats persistence on the validation rows: best {figure}, "
+                                  f"persistence {baseline.score:.4f} (margin {margin:+.4f}, need +{need})") + stays
+    if holder is not None and judged.score is not None:
+        margin = gain(metric, best.score, judged.score)
+        if not (margin > 0 and margin >= need):
+            return None, holder, (f"{figure} does not beat champion {holder.name}:{holder.version} "
+                                  f"(validation {what} {judged.score:.4f}, margin {margin:+.4f}, need +{need})"
+                                  " (no alias moved)")
+    over = f" beats persistence by {gain(metric, best.score, baseline.score):+.4f}" if baseline else ""
+    if current is None:
+        why = "no champion before"
+    elif judged.score is None:
+        why = f"replaces {current.name}:{current.version} (its features are not in this data)"
+    else:
+        why = f"beats {current.name}:{current.version} by {gain(metric, best.score, judged.score):+.4f}"
+    return best, holder, f"{figure}{over}; {why}"

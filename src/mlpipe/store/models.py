@@ -62,11 +62,14 @@ def describe(version) -> dict:
     """The contract's ``models show`` object of a registered version."""
     tags = dict(version.tags)
     datasets = {role: {"name": tags.get(f"dataset.{role}.name"), "version": _int(tags.get(f"dataset.{role}.version")),
-                       "digest": tags.get(f"dataset.{role}.digest")} for role in ("train", "test")}
+                       "digest": tags.get(f"dataset.{role}.digest")} for role in ("train", "validation", "test")
+                if role != "validation" or f"dataset.{role}.name" in tags}  # versions before validation had none
     return {
         "name": version.name, "version": int(version.version), "aliases": sorted(version.aliases or []),
         "kind": tags.get("mlpipe.kind"), "features": json.loads(tags.get("mlpipe.features", "[]")),
         "metrics": {k.removeprefix("metric."): float(v) for k, v in sorted(tags.items()) if k.startswith("metric.")},
+        "validation": {k.removeprefix("validation."): float(v) for k, v in sorted(tags.items())
+                       if k.startswith("validation.")},
         "params": {k.removeprefix("param."): v for k, v in sorted(tags.items()) if k.startswith("param.")},
         "datasets": datasets, "run_id": version.run_id, "git_commit": tags.get("mlpipe.git_commit"),
         "onnx_sha256": tags.get("mlpipe.onnx_sha256"), "description": version.description,
