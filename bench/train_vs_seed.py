@@ -167,7 +167,10 @@ def mlpipe_run(csv: Path, workspace: Path) -> dict:
                                         str(csv), "--workspace", str(workspace), "--json"])
     result = json.loads(stdout)
     f1 = {m["kind"]: m["metrics"]["f1"] for m in result["models"] if m["kind"] != "baseline"}
-    champion = next(m for m in result["models"] if m["name"] == result["champion"]["name"])
+    learned = [m for m in result["models"] if m["kind"] != "baseline"]
+    # the champion; where the gate promoted none (persistence won on validation), the best learned model there
+    champion = next((m for m in learned if result["champion"] and m["name"] == result["champion"]["name"]),
+                    max(learned, key=lambda m: m["validation"]["f1"]))
     steps = {m.group(2): float(m.group(3)) for m in re.finditer(r"(✓) (.+?) \((\d+\.\d+) s\)", stderr)}
     return {"wall_s": wall, "cpu_s": cpu, "f1": f1, "champion": champion["kind"],
             "best_f1": champion["metrics"]["f1"], "train_rows": result["ingest"]["train_rows"],
