@@ -11,7 +11,7 @@ from pathlib import Path
 import mlpipe
 
 SRC = Path(mlpipe.__file__).parent
-TOP = {"config", "errors", "console", "faults", "provenance", "graph", "sources"}
+TOP = {"config", "errors", "console", "faults", "provenance", "graph", "sources", "featurize"}
 """Small modules of mlpipe's own that every package may use."""
 MAY_IMPORT = {
     "store": TOP,
@@ -20,6 +20,7 @@ MAY_IMPORT = {
     "serving": TOP | {"serving", "store"},
     "report": TOP | {"report", "store", "steps.evaluate", "steps.ingest"},
     "graph": set(),
+    "featurize": {"config", "errors"},
     "flow": TOP | {"steps", "training", "store", "report"},
     "pipeline": TOP | {"flow", "steps", "training", "store", "report"},
 }
