@@ -264,13 +264,17 @@ def predict(
         min=1, help="Rows per chunk (CSV: at most 1 MiB of text per chunk).")] = 65536,
     workspace: WorkspaceOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
+    input_kind: Annotated[str, typer.Option(
+        "--input-kind", help="features (the model's input columns), raw (observations in the training source's "
+        "schema: features computed as in training) or auto (told by the columns).")] = "auto",
 ) -> None:
-    """Score a CSV or Parquet file in chunks: the input's columns plus label and probability."""
+    """Score a CSV or Parquet file in chunks. Feature vectors: the input's columns plus label and probability.
+    Raw observations (in time order): timestamp, group, forecast_for, label, probability."""
     from mlpipe import console
     from mlpipe.serving.batch import predict_file
 
     console.set_quiet(quiet)
-    summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows)
+    summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows, kind=input_kind)
     typer.echo(f"{summary.rows} rows scored with {summary.model} -> {output}", err=True)
 
 

@@ -1,5 +1,9 @@
 """Batch scoring: a CSV or Parquet file through a registered ONNX model, chunk by chunk, so memory stays
-bounded however large the file. Output: the input's columns, then ``label`` and ``probability``."""
+bounded however large the file. Two kinds of input, told apart by their columns (or ``kind``):
+
+- feature vectors (the model's ``features``): the input's columns, then ``label`` and ``probability``;
+- raw observations in the schema of the training source (``serving.raw``): the derived features computed as
+  training computed them; out: timestamp, group, ``forecast_for``, ``label``, ``probability``."""
 
 from __future__ import annotations
 
@@ -31,16 +35,26 @@ class Scored:
 
 
 def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int = 65536,
-                 threads: int = 0) -> Scored:
-    """Score ``input`` with the model ``ref`` into ``output`` (written whole or not at all)."""
+                 threads: int = 0, kind: str = "auto") -> Scored:
+    """Score ``input`` with the model ``ref`` into ``output`` (written whole or not at all). ``kind``:
+    "features", "raw", or "auto" (raw when the input lacks the model's derived features but holds the
+    training source's columns)."""
     from mlpipe.serving.model import open_model
+    from mlpipe.serving.raw import recipe_of
 
     input, output = Path(input), Path(output)
     _check_format(input, "input")
     _check_format(output, "output")
     if not input.is_file():
         raise DataError(f"input file {input} does not exist")
+    if kind not in ("auto", "features", "raw"):
+        raise DataError(f"input kind {kind!r}: use auto, features or raw")
     model = open_model(workspace, ref, threads)
+    recipe = recipe_of(model)
+    if kind == "raw" and recipe is None:
+        raise DataError(f"model {model.name}:{model.version} records no feature recipe: it scores feature vectors")
+    if kind == "raw" or (kind == "auto" and recipe is not None and _looks_raw(input, model.features, recipe)):
+        return _predict_raw(model, recipe, input, output, chunk_rows)
     reader = _open(input, model.features, chunk_rows)
     rows = 0
     with _progress(reader.total, reader.unit, f"scoring {input.name}") as advance, _atomic(output) as tmp:
@@ -58,6 +72,58 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
         finally:
             if writer is not None:
                 writer.close()
+    return Scored(rows, f"{model.name}:{model.version}")
+
+
+def _looks_raw(path: Path, features: list[str], recipe) -> bool:
+    columns = _columns_of(path)
+    return not set(features) <= set(columns) and set(recipe.raw_columns) <= set(columns)
+
+
+def _columns_of(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), None) or []
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).schema_arrow.names
+    except Exception:  # noqa: BLE001 -- _open says what is wrong with the file
+        return []
+
+
+def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int) -> Scored:
+    """Raw observations in time order, chunk by chunk through ``serving.raw.RawScorer``."""
+    import pyarrow as pa
+
+    from mlpipe.serving.raw import RawScorer
+
+    reader = _open(input, list(recipe.config.data.features), chunk_rows)
+    _check_columns(input, reader.schema.names, recipe.raw_columns)
+    scorer = RawScorer(model, recipe, str(input))
+    rows = 0
+    with _progress(reader.total, reader.unit, f"forecasting {input.name}") as advance, _atomic(output) as tmp:
+        writer = None
+        try:
+            for batch in [*reader.batches, None]:
+                answered = scorer.finish() if batch is None else scorer.feed(batch.to_pandas())
+                if len(answered) or (batch is None and writer is None):
+                    table = pa.RecordBatch.from_pandas(answered, preserve_index=False)
+                    if writer is None:
+                        writer = _writer(tmp, table.schema)
+                    if len(answered):
+                        writer.write_batch(table)
+                rows += len(answered)
+                if batch is not None:
+                    advance(reader.position())
+        finally:
+            if writer is not None:
+                writer.close()
+    if scorer.conflicting:
+        from mlpipe.console import warn
+
+        warn(f"{input}: {scorer.conflicting} rows dropped: their group and timestamp were observed twice with "
+             f"different values (as training drops them)")
     return Scored(rows, f"{model.name}:{model.version}")
 
 
