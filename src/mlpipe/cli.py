@@ -108,13 +108,16 @@ def _print_run(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"run {result.run_id} ({result.duration_s:.1f} s)")
-    for col in ("model", "version", "accuracy", "precision", "recall", "F1 (macro)", "ROC AUC"):
-        table.add_column(col)
+    table = Table(title=f"run {result.run_id} ({result.duration_s:.1f} s)",
+                  caption="val: the validation rows, where the champion is chosen; test: reported only. "
+                          "Precision, recall and F1 are macro averages.")
+    table.add_column("model", no_wrap=True)
+    for col in ("version", "val F1", "val AUC", "test acc", "test prec", "test rec", "test F1", "test AUC"):
+        table.add_column(col, justify="right")
     for m in result.models:
-        v = m.metrics
-        table.add_row(m.name, str(m.version or "-"), *(f"{v.get(k, float('nan')):.4f}" for k in
-                                                        ("accuracy", "precision", "recall", "f1", "roc_auc")))
+        v, val = m.metrics, m.validation
+        table.add_row(m.name, str(m.version or "-"), *(f"{val.get(k, float('nan')):.4f}" for k in ("f1", "roc_auc")),
+                      *(f"{v.get(k, float('nan')):.4f}" for k in ("accuracy", "precision", "recall", "f1", "roc_auc")))
     out = Console(width=None if sys.stdout.isatty() else 120)
     out.print(table)
     out.print(f"champion: {result.champion_reason}")
