@@ -78,11 +78,10 @@ class RawScorer:
     def _score(self, new: pd.DataFrame | None, final: bool) -> pd.DataFrame:
         r, ts = self.recipe, self.recipe.timestamp
         keys = [ts] + ([r.group] if r.group else [])
-        frame = pd.concat([f for f in (self.carry, new) if f is not None and len(f)], ignore_index=True) \
-            if (self.carry is not None and len(self.carry)) or (new is not None and len(new)) else None
-        if frame is None:
+        parts = [f for f in (self.carry, new) if f is not None and len(f)]
+        if not parts:
             return self._empty()
-        frame = frame.drop_duplicates()
+        frame = pd.concat(parts, ignore_index=True).drop_duplicates()
         conflicting = frame.duplicated(subset=keys, keep=False)
         self.conflicting += int(conflicting[~frame[CONTEXT]].sum())
         frame = frame[~conflicting].sort_values(keys, kind="stable").reset_index(drop=True)
