@@ -80,6 +80,16 @@ class _History:
         return out
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def impossible(values: pd.Series, bounds: list[float] | None) -> pd.Series:
+    """Where a value lies outside ``bounds`` (its ``[data.ranges]``), or beyond float32 without them: what
+    ingest, batch scoring and serving all make missing."""
+    lo, hi = bounds if bounds is not None else (-_FLOAT32_MAX, _FLOAT32_MAX)
+    return values.notna() & ~values.between(lo, hi)
+
+
 def lookback_seconds(features: FeaturesConfig) -> float:
     """How far into a group's past the features reach: the longest lag, delta or window (0 without any)."""
     durations = [d for ds in (*features.lags.values(), *features.deltas.values(), *features.rolling_mean.values())
@@ -134,10 +144,8 @@ class Recipe:
 
     def impossible_to_missing(self, df: pd.DataFrame) -> pd.DataFrame:
         """Values outside their ``[data.ranges]``, or beyond float32, made missing, as ingest does."""
-        limit = float(np.finfo(np.float32).max)
         for col in self.config.data.features:
-            lo, hi = self.config.data.ranges.get(col, (-limit, limit))
-            df[col] = df[col].where(df[col].isna() | df[col].between(lo, hi))
+            df[col] = df[col].mask(impossible(df[col], self.config.data.ranges.get(col)))
         return df
 
     def features(self, df: pd.DataFrame) -> pd.DataFrame:

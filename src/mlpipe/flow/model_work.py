@@ -21,6 +21,7 @@ from mlpipe.graph import INPUT, OUTPUTS, predict_onnx
 from mlpipe.report.evidence import measure
 from mlpipe.report.render import model_pngs, ranking_pngs
 from mlpipe.steps import evaluate, package, train
+from mlpipe.steps.register import short
 from mlpipe.steps.threshold import labels_and_proba
 from mlpipe.store.models import sha256
 from mlpipe.training import fitcache
@@ -196,7 +197,3 @@ def draw_ranking(checks: dict, y_test: np.ndarray, colours: dict[str, str]):
             return tuple(curves), ranking_pngs(curves, colours)
     except Exception:  # noqa: BLE001 -- not lost: see above
         return None
-
-
-def short(value) -> str:
-    return str(value)[:5000]

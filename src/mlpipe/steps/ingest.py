@@ -10,10 +10,10 @@ import pandas as pd
 
 from mlpipe.config import Config
 from mlpipe.errors import DataError
+from mlpipe.featurize import impossible
 from mlpipe.steps.features import add_time_features
 
 LABEL = "label"
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -185,11 +185,10 @@ def clean(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFram
     df = df[~missing_ts]
     numeric = [c for c in df.columns if c not in keys and pd.api.types.is_float_dtype(df[c])]
     for col in numeric:
-        lo, hi = data.ranges.get(col, (-_FLOAT32_MAX, _FLOAT32_MAX))
-        impossible = df[col].notna() & ~df[col].between(lo, hi)
-        if impossible.any():
-            report.impossible_values[col] = int(impossible.sum())
-            df.loc[impossible, col] = np.nan
+        bad = impossible(df[col], data.ranges.get(col))
+        if bad.any():
+            report.impossible_values[col] = int(bad.sum())
+            df.loc[bad, col] = np.nan
     report.backward_time_jumps = _backward_jumps(df, config)  # in file order, before anything is dropped
     exact = df.duplicated()
     report.exact_duplicates_dropped = int(exact.sum())

@@ -96,8 +96,13 @@ def version_tags(o, config: Config, datasets: dict[str, DatasetVersion]) -> dict
     tags.update(dataset_tags(datasets))
     tags.update({f"metric.{k}": repr(v) for k, v in o.metrics.items()})
     tags.update({f"validation.{k}": repr(v) for k, v in o.validation.items()})
-    tags.update({f"param.{k}": str(v)[:5000] for k, v in o.params.items()})
+    tags.update({f"param.{k}": short(v) for k, v in o.params.items()})
     return tags
+
+
+def short(value) -> str:
+    """A parameter's value as MLflow takes it: text of at most 5,000 characters."""
+    return str(value)[:5000]
 
 
 def description(o, config: Config) -> str:
