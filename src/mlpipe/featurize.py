@@ -6,6 +6,7 @@ whoever holds raw observations computes exactly what training computed. Imports 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -14,70 +15,146 @@ from mlpipe.config import Config, FeaturesConfig, parse_duration
 
 
 def add_time_features(df: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Add the derived columns ``config.features`` declares. Every one is computed per group and matched by
-    timestamp, from observations at or before the row's own time: a gap gives a missing value, never the
-    value of a neighbouring row, and nothing looks ahead. ``df`` holds one row per (group, timestamp)."""
-    spec = config.features
-    if not spec.derived():
+    """Add the derived columns ``config.features`` declares (``derive``). ``df`` holds one row per (group,
+    timestamp)."""
+    if not config.features.derived():
         return df
-    history = _History(df, config)
+    group = config.data.group
+    new = derive(config, df[config.data.timestamp], df[group].to_numpy() if group else None,
+                 {c: df[c].to_numpy(dtype="float64") for c in needed_columns(config)}, df[config.target.column])
+    return pd.concat([df, pd.DataFrame(new, index=df.index)], axis=1)
+
+
+def needed_columns(config: Config) -> set[str]:
+    """The raw numeric columns the derived features are computed from (besides the target)."""
+    f = config.features
+    return {*f.lags, *f.deltas, *f.rolling_mean, *(c for pair in f.differences.values() for c in pair)}
+
+
+def derive(config: Config, times, groups: np.ndarray | None, column: dict[str, np.ndarray],
+           target) -> dict[str, np.ndarray]:
+    """The derived columns, by name, in model input order. Every one is computed per group and matched by
+    timestamp, from observations at or before the row's own time: a gap gives a missing value, never the
+    value of a neighbouring row, and nothing looks ahead. ``times``: the rows' timestamps (UTC; a datetime
+    Series or int64 nanoseconds); ``groups``: their groups (None without); ``column``: the
+    ``needed_columns`` as float64 arrays; ``target``: the target column's raw values. Training, batch
+    scoring and serving all come here, with DataFrames or with the few rows a forecast needs."""
+    spec = config.features
+    history = _History(_nanoseconds(times), groups)
     new: dict[str, np.ndarray] = {}
     names = iter(spec.derived())
     for col, durations in spec.lags.items():
         for d in durations:
-            new[next(names)] = history.before(df[col], d)
+            new[next(names)] = history.before(column[col], d)
     for col, durations in spec.deltas.items():
         for d in durations:
-            new[next(names)] = df[col].to_numpy() - history.before(df[col], d)
-    for col, windows in spec.rolling_mean.items():
-        for w in windows:
-            new[next(names)] = history.mean(df[col], w)
-    holds = config.target.holds(df[config.target.column]).astype("float64").where(df[config.target.column].notna())
-    for d in spec.target_lags or []:
-        new[next(names)] = history.before(holds, d)
-    for w in spec.target_share or []:
-        new[next(names)] = history.mean(holds, w)
+            new[next(names)] = column[col] - history.before(column[col], d)
+    windows = [(next(names), column[col], w) for col, ws in spec.rolling_mean.items() for w in ws]
+    holds = _holds(config, target)
+    lags = [(next(names), d) for d in spec.target_lags or []]
+    windows += [(next(names), holds, w) for w in spec.target_share or []]
+    for (name, _, _), mean in zip(windows, history.means([(v, w) for _, v, w in windows])):
+        new[name] = mean
+    for name, d in lags:
+        new[name] = history.before(holds, d)
     if spec.across_groups:
-        new[next(names)] = holds.groupby(df[config.data.timestamp]).transform("mean").to_numpy()
-    ts = df[config.data.timestamp]
+        new[next(names)] = history.across(holds)
     for cycle in spec.cyclic:
-        phase = _phase(ts, cycle)
+        phase = _phase(history.ns, cycle)
         new[next(names)], new[next(names)] = np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)
     for name, (a, b) in spec.differences.items():
-        new[next(names)] = (df[a] - df[b]).to_numpy()
-    return pd.concat([df, pd.DataFrame(new, index=df.index)], axis=1)
+        new[next(names)] = column[a] - column[b]
+    return {name: new[name] for name in spec.derived()}
 
 
-def _phase(ts: pd.Series, cycle: str) -> np.ndarray:
-    hours = ts.dt.hour + ts.dt.minute / 60
+def _holds(config: Config, target) -> np.ndarray:
+    """1.0 where the target condition holds, 0.0 where not, NaN where the target is missing."""
+    if config.target.above is not None and isinstance(target, np.ndarray) and target.dtype == np.float64:
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isnan(target), np.nan, (target > config.target.above).astype("float64"))
+    target = pd.Series(target) if not isinstance(target, pd.Series) else target
+    return np.where(target.notna().to_numpy(), config.target.holds(target).to_numpy(dtype="float64"), np.nan)
+
+
+def _nanoseconds(times) -> np.ndarray:
+    if isinstance(times, np.ndarray) and times.dtype == np.int64:
+        return times
+    return pd.Series(times).to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _phase(ns: np.ndarray, cycle: str) -> np.ndarray:
+    """Where in the day (or the year) each UTC time lies, in [0, 1)."""
+    minutes = ns // 60_000_000_000  # whole minutes, as the hour and minute of the time give them
+    hours = (minutes % 1440) / 60
     if cycle == "hour_of_day":
-        return (hours / 24).to_numpy()
-    return ((ts.dt.day_of_year - 1 + hours / 24) / 365.25).to_numpy()
+        return hours / 24
+    day_of_year = (minutes // 1440).astype("datetime64[D]") - minutes.astype("datetime64[m]").astype("datetime64[Y]")
+    return (day_of_year.astype(np.int64) + hours / 24) / 365.25
 
 
 class _History:
-    """Look-ups into each group's own past, by timestamp."""
+    """Look-ups into each group's own past, by timestamp, on sorted integer keys (numpy, no joins): a row's
+    key is its group's code times the number of distinct timestamps plus the rank of its timestamp, so "the
+    same group at time t" is one binary search. The result of a row depends only on the rows of its group
+    inside its window, never on where the frame starts, so a scorer that sees a group's look-back and a
+    training run that sees its whole history compute the same numbers."""
 
-    def __init__(self, df: pd.DataFrame, config: Config):
-        self.ts, self.group = config.data.timestamp, config.data.group
-        self.keys = [self.ts] + ([self.group] if self.group else [])
-        self.frame = df[self.keys].reset_index(drop=True)
+    def __init__(self, ns: np.ndarray, groups: np.ndarray | None):
+        self.ns = ns
+        self.times, rank = np.unique(self.ns, return_inverse=True)
+        codes = pd.factorize(groups)[0] if groups is not None else np.zeros(len(ns), dtype=np.int64)
+        self.codes = codes.astype(np.int64)
+        keys = self.codes * len(self.times) + rank
+        self.order = np.argsort(keys, kind="stable")  # by group, then time
+        self.sorted_keys = keys[self.order]
+        self.position = np.empty(len(ns), dtype=np.int64)
+        self.position[self.order] = np.arange(len(ns))
+        self._earlier: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def before(self, values: pd.Series, duration: str) -> np.ndarray:
+    def _first_at_or_after(self, ns: np.ndarray, side: str) -> np.ndarray:
+        """For each row, where in the sorted rows its own group's first timestamp at (side="left") or after
+        (side="right") ``ns`` would be."""
+        keys = self.codes * len(self.times) + np.searchsorted(self.times, ns, side=side)
+        return np.searchsorted(self.sorted_keys, keys, side="left")
+
+    def before(self, values: np.ndarray, duration: str) -> np.ndarray:
         """The value of the same group exactly ``duration`` earlier (missing where there is no observation)."""
-        then = self.frame.assign(_v=values.to_numpy())
-        then[self.ts] = then[self.ts] + pd.Timedelta(seconds=parse_duration(duration))
-        return self.frame.merge(then, on=self.keys, how="left")["_v"].to_numpy()
+        if duration not in self._earlier:  # one look-up per duration, shared by every column lagged by it
+            then = self.ns - int(parse_duration(duration) * 1e9)
+            at = self.order[np.minimum(self._first_at_or_after(then, "left"), len(self.order) - 1)]
+            self._earlier[duration] = at, (self.ns[at] == then) & (self.codes[at] == self.codes)
+        at, found = self._earlier[duration]
+        return np.where(found, values[at], np.nan)
 
-    def mean(self, values: pd.Series, window: str) -> np.ndarray:
-        """The mean over the group's observations in the window ``(t - window, t]``."""
-        frame = self.frame.assign(_v=values.to_numpy(), _row=np.arange(len(self.frame)))
-        frame = frame.sort_values(self.keys[::-1], kind="stable")  # by group, then time
-        rolled = frame.groupby(self.group if self.group else np.zeros(len(frame)), sort=False) \
-            .rolling(pd.Timedelta(seconds=parse_duration(window)), on=self.ts)["_v"].mean()
-        out = np.empty(len(frame))
-        out[frame["_row"].to_numpy()] = rolled.to_numpy()
-        return out
+    def means(self, wanted: list[tuple[np.ndarray, str]]) -> list[np.ndarray]:
+        """For each (values, window): the mean over the group's observations in ``(t - window, t]``
+        (missing values skipped; missing when there are none), summed oldest first, all windows at once."""
+        if not wanted:
+            return []
+        v = np.column_stack([values for values, _ in wanted])[self.order]
+        left = np.column_stack([self._first_at_or_after(self.ns - int(parse_duration(w) * 1e9), "right")
+                                for _, w in wanted])[self.order]
+        i = np.arange(len(v))[:, None]
+        total, count = np.zeros(v.shape), np.zeros(v.shape)
+        # From the oldest row of the widest window to the row itself; a row outside a window adds 0.0, which
+        # changes no sum, so a row's mean does not depend on how wide other rows' windows are.
+        for k in range(int((i - left).max(initial=-1)), -1, -1):
+            j = np.maximum(i[:, 0] - k, 0)
+            use = (i - k >= left) & ~np.isnan(v[j])
+            total += np.where(use, v[j], 0.0)
+            count += use
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(count > 0, total / count, np.nan)[self.position]
+        return [out[:, c] for c in range(out.shape[1])]
+
+    def across(self, v: np.ndarray) -> np.ndarray:
+        """The mean over every group's value at the row's own timestamp (missing values skipped)."""
+        rank = np.searchsorted(self.times, self.ns)
+        known = ~np.isnan(v)
+        total = np.bincount(rank, weights=np.where(known, v, 0.0), minlength=len(self.times))
+        count = np.bincount(rank, weights=known, minlength=len(self.times))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / count, np.nan)[rank]
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -134,19 +211,30 @@ class Recipe:
         cols = [self.timestamp] + ([self.group] if self.group else []) + list(self.config.data.features)
         return cols + ([self.config.target.column] if self.config.target.column not in cols else [])
 
-    @property
+    @cached_property
     def lookback(self) -> pd.Timedelta:
         return pd.Timedelta(seconds=lookback_seconds(self.config.features))
 
-    @property
+    @cached_property
     def horizon(self) -> pd.Timedelta:
         return pd.Timedelta(seconds=self.config.target.horizon_seconds)
 
     def impossible_to_missing(self, df: pd.DataFrame) -> pd.DataFrame:
         """Values outside their ``[data.ranges]``, or beyond float32, made missing, as ingest does."""
         for col in self.config.data.features:
-            df[col] = df[col].mask(impossible(df[col], self.config.data.ranges.get(col)))
+            values = df[col].to_numpy(dtype="float64")
+            cleaned = self.clean(col, values)
+            if cleaned is not values:
+                df[col] = cleaned
         return df
+
+    def clean(self, col: str, values: np.ndarray) -> np.ndarray:
+        """``values`` (float64) of a raw feature with those outside its range made missing (``values`` itself
+        when none is)."""
+        lo, hi = self.config.data.ranges.get(col) or (-_FLOAT32_MAX, _FLOAT32_MAX)
+        with np.errstate(invalid="ignore"):
+            outside = (values < lo) | (values > hi)  # NaN compares False: missing stays missing
+        return np.where(outside, np.nan, values) if outside.any() else values
 
     def features(self, df: pd.DataFrame) -> pd.DataFrame:
         """``df`` (clean raw rows, one per group and timestamp) with the derived columns added."""
