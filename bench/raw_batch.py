@@ -64,24 +64,33 @@ def main() -> None:
     if not args.workspace:
         subprocess.run([sys.executable, "-m", "mlpipe", "run", "--workspace", str(ws), "--quiet"], check=True)
     runs = []
+    tiny = tmp / "raw-tiny.csv"
+    raw_file(200, tiny)
+    startup = timed_predict(ws, tiny, tmp / "forecast-tiny.csv")["seconds"]  # imports, registry, model load
     for n in args.rows:
         src = tmp / f"raw-{n}.csv"
         rows = raw_file(n, src)
         r = timed_predict(ws, src, tmp / f"forecast-{n}.csv")
-        runs.append({"rows": rows, "mb": src.stat().st_size / 1e6, **r, "rows_per_s": rows / r["seconds"]})
+        runs.append({"rows": rows, "mb": src.stat().st_size / 1e6, **r, "rows_per_s": rows / r["seconds"],
+                     "rows_per_s_after_startup": rows / max(1e-9, r["seconds"] - startup)})
         print(json.dumps(runs[-1]), file=sys.stderr)
     load = os.getloadavg()
     result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cores": os.cpu_count(),
-              "python": platform.python_version(), "load_avg": load, "runs": runs}
+              "python": platform.python_version(), "load_avg": load, "startup_s": startup, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "raw_batch.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Batch forecasts from raw observations", "",
              f"Command: `python bench/raw_batch.py`; {result['when']}, {result['cores']} cores, Python "
              f"{result['python']}, load average at the end {load[0]:.1f}. Model: the built-in pipeline's "
              "champion (LightGBM, 30 inputs, 22 of them derived from each station's last 24 h).", "",
-             "| rows | CSV MB | seconds (start-up included) | rows/s | peak RSS MB |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['rows']:,} | {r['mb']:.0f} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | {r['peak_mb']:.0f} |"
-              for r in runs]
+             f"Start-up (a 200-row file: imports, the registry look-up, the model's checks): {startup:.1f} s.", "",
+             "| rows | CSV MB | seconds (start-up included) | rows/s | rows/s after start-up | peak RSS MB |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['rows']:,} | {r['mb']:.0f} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
+              f"{r['rows_per_s_after_startup']:,.0f} | {r['peak_mb']:.0f} |" for r in runs]
+    goal = 200_000
+    lines += ["", f"Goal: >= {goal:,} rows/s end to end on the 1 M-row file. Measured / goal = "
+                  f"{runs[-1]['rows_per_s'] / goal:.2f} (after start-up: {runs[-1]['rows_per_s_after_startup'] / goal:.2f})."]
     (RESULTS / "raw_batch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

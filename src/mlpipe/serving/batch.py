@@ -41,7 +41,6 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
     "features", "raw", or "auto" (raw when the input lacks the model's derived features but holds the
     training source's columns)."""
     from mlpipe.serving.model import open_model
-    from mlpipe.serving.raw import recipe_of
 
     input, output = Path(input), Path(output)
     _check_format(input, "input")
@@ -51,7 +50,7 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
     if kind not in ("auto", "features", "raw"):
         raise DataError(f"input kind {kind!r}: use auto, features or raw")
     model = open_model(workspace, ref, threads)
-    recipe = recipe_of(model)
+    recipe = model.recipe
     if kind == "raw" and recipe is None:
         raise DataError(f"model {model.name}:{model.version} records no feature recipe: it scores feature vectors")
     if kind == "raw" or (kind == "auto" and recipe is not None and _looks_raw(input, model.features, recipe)):
@@ -109,6 +108,8 @@ def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int) -> S
             for batch in itertools.chain(_gather(reader.batches, chunk_rows), [None]):  # None: the end
                 answered = scorer.finish() if batch is None else scorer.feed(batch.to_pandas())
                 if len(answered) or (batch is None and writer is None):
+                    if output.suffix.lower() == ".csv":
+                        answered = _iso_times(answered, [recipe.timestamp, "forecast_for"])
                     table = pa.RecordBatch.from_pandas(answered, preserve_index=False)
                     if writer is None:
                         writer = _writer(tmp, table.schema)
@@ -126,6 +127,19 @@ def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int) -> S
         warn(f"{input}: {scorer.conflicting} rows dropped: their group and timestamp were observed twice with "
              f"different values (as training drops them)")
     return Scored(rows, f"{model.name}:{model.version}")
+
+
+def _iso_times(frame, columns: list[str]):
+    """Timestamp columns as ISO 8601 text in UTC (``2013-12-30T22:00:00Z``), formatted once per distinct
+    time: many stations share each hour, and Arrow's CSV writer formats every value (most of a run's time)."""
+    import pandas as pd
+
+    out = frame.copy()
+    for col in columns:
+        codes, times = pd.factorize(frame[col])
+        text = np.array([t.isoformat().replace("+00:00", "Z") for t in times] + [""], dtype=object)
+        out[col] = text[codes]  # code -1 (missing) -> ""
+    return out
 
 
 def _gather(batches: Iterator, rows: int) -> Iterator:

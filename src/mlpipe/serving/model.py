@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
+from mlpipe.featurize import Recipe
 from mlpipe.graph import CHECKED_INPUT, INPUT, OUTPUTS, make_session
 
 
@@ -18,6 +19,9 @@ class ServedModel:
     session: Any = field(repr=False)
     nullable: bool
     """True when the graph imputes missing values itself (an ``Imputer`` on its input): null is then allowed."""
+    recipe: Optional[Recipe] = field(default=None, repr=False)
+    """How its input is computed from raw observations (``mlpipe.feature_spec``); None for versions
+    registered without one."""
 
     @property
     def name(self) -> str:
@@ -44,7 +48,16 @@ def open_model(workspace, ref: str, threads: int = 1) -> ServedModel:
     from mlpipe.store.models import load_model
 
     loaded = load_model(workspace, ref)
-    return ServedModel(loaded.info, make_session(loaded.onnx, threads), imputes_missing(loaded.onnx))
+    return ServedModel(loaded.info, make_session(loaded.onnx, threads), imputes_missing(loaded.onnx),
+                       recipe_of(loaded.info))
+
+
+def recipe_of(info: dict) -> Optional[Recipe]:
+    """The feature recipe a registered version carries, or None (versions registered without one)."""
+    import json
+
+    spec = info.get("tags", {}).get("mlpipe.feature_spec")
+    return Recipe.from_spec(json.loads(spec)) if spec else None
 
 
 def imputes_missing(onnx: bytes) -> bool:

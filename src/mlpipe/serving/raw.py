@@ -19,14 +19,6 @@ CONTEXT = "__mlpipe_context"
 OUTPUT = ("forecast_for", "label", "probability")
 
 
-def recipe_of(model) -> Recipe | None:
-    """The feature recipe a registered version carries, or None (versions registered without one)."""
-    import json
-
-    spec = model.info.get("tags", {}).get("mlpipe.feature_spec")
-    return Recipe.from_spec(json.loads(spec)) if spec else None
-
-
 class RawScorer:
     """Feed it chunks of raw rows (DataFrames) in time order; each call returns the forecasts it can make:
     every row but those at the latest timestamp seen, which wait for the next chunk (other groups' rows at
@@ -58,13 +50,15 @@ class RawScorer:
         numeric = list(r.config.data.features) + ([r.config.target.column] if r.config.target.above is not None
                                                   and r.config.target.column not in r.config.data.features else [])
         for col in numeric:
+            if pd.api.types.is_float_dtype(df[col]):  # as the CSV and Parquet readers give them
+                continue
             values = pd.to_numeric(df[col], errors="coerce")
             wrong = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
             if wrong.any():
                 raise DataError(f"{self.source}: column {col!r} is not numeric (first bad value: "
                                 f"{df[col][wrong].iloc[0]!r})")
             df[col] = values.astype("float64")
-        if r.group:
+        if r.group and not (pd.api.types.is_string_dtype(df[r.group]) and not df[r.group].isna().any()):
             df[r.group] = df[r.group].astype("string").fillna("").astype(str)
         if self.done_until is not None and (df[ts] <= self.done_until).any():
             row = self.rows_read + int(np.argmax((df[ts] <= self.done_until).to_numpy())) + 2
