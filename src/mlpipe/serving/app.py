@@ -1,12 +1,13 @@
-"""The FastAPI application: ``POST /predict``, ``GET /health``, ``GET /metadata``."""
+"""The FastAPI application: ``POST /predict``, ``GET /health``, ``GET /metadata``; and, for a model whose
+input needs the past (``serving.forecast``), ``POST /observations`` and ``GET /forecast``."""
 
 import gc
 import operator
 from contextlib import asynccontextmanager
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import numpy as np
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -16,7 +17,11 @@ from mlpipe import __version__
 from mlpipe.serving.follow import AliasFollower
 from mlpipe.serving.middleware import BearerAuth
 from mlpipe.serving.model import ModelSlot
-from mlpipe.serving.schemas import Health, Metadata, PredictResponse, predict_body, record_model
+from mlpipe.serving.schemas import (ForecastResponse, Health, Metadata, ObservationsResponse, PredictResponse,
+                                    observations_body, predict_body, record_model)
+
+if TYPE_CHECKING:
+    from mlpipe.serving.forecast import Forecaster
 
 INLINE_ROWS = 256
 """Batches up to this size are scored on the event loop (tens of microseconds); larger ones in a worker
@@ -25,9 +30,10 @@ MAX_ERRORS = 20
 
 
 def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = None, token: Optional[str] = None,
-               follower: Optional[AliasFollower] = None) -> FastAPI:
+               follower: Optional[AliasFollower] = None, forecaster: Optional["Forecaster"] = None) -> FastAPI:
     """The API for the model in ``slot``; its request schema is built from that model's features.
-    ``follower`` (if any) runs while the app does; ``token`` protects every route but ``/health``."""
+    ``follower`` (if any) runs while the app does; ``token`` protects every route but ``/health``;
+    ``forecaster`` (if any) adds ``/observations`` and ``/forecast``."""
     model = slot.current
     n_features = len(model.features)
     record = record_model(model.features, model.nullable)
@@ -83,6 +89,9 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
         """The ``mlpipe models show`` object of the version being served."""
         return slot.current.info
 
+    if forecaster is not None:
+        _forecast_routes(app, slot, forecaster)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
         """422 with where and what, without echoing the input back; at most ``MAX_ERRORS`` entries."""
@@ -93,3 +102,48 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
     if token:
         app.add_middleware(BearerAuth, token=token)  # added last, so it runs first
     return app
+
+
+def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster") -> None:
+    from mlpipe.serving.forecast import Rejected, observation_model
+
+    observation = observation_model(forecaster.recipe)
+    r = forecaster.recipe
+    group_doc = f"the {r.group!r} to forecast for (every group when omitted)" if r.group else "not used"
+
+    @app.post("/observations", response_model=ObservationsResponse, responses={
+        413: {"description": "Request body too large"},
+        422: {"description": "A record is not valid (a missing timestamp or group, a non-numeric value, a time "
+                             "beyond the allowed clock skew): the error's loc names it; nothing is stored"}})
+    async def observations(body: Annotated[observations_body(observation), Body()]):
+        """Store raw observations (one record or a list), idempotent on (group, timestamp): a repeat changes
+        nothing, a different value replaces the stored one (counted). Late and out-of-order ones are welcome."""
+        many = isinstance(body, list)
+        records = [o.model_dump(by_alias=True) for o in (body if many else [body])]
+        where = (lambda i: ["body", "records", i]) if many else (lambda _i: ["body", "record"])
+        try:  # a few records inline, as /predict does (a thread hop costs more than the write)
+            written = forecaster.observe(records, where) if len(records) <= INLINE_ROWS else \
+                await run_in_threadpool(forecaster.observe, records, where)
+        except Rejected as e:
+            raise RequestValidationError([{"type": "value_error", "loc": e.loc, "msg": e.msg}]) from None
+        return {"stored": written.stored, "repeated": written.repeated, "replaced": written.replaced}
+
+    @app.get("/forecast", response_model=ForecastResponse, responses={
+        404: {"description": "No observation of that group (at that time)"},
+        422: {"description": "``at`` is not a timestamp"}})
+    async def forecast(group: Annotated[Optional[str], Query(description=group_doc)] = None,
+                       at: Annotated[Optional[str], Query(description=(
+                           "the observation time to forecast from (ISO 8601; default: each group's latest)"))] = None):
+        """The forecast from the latest observation (or the one at ``at``), its features computed from the
+        stored observations exactly as training computed them."""
+        current = slot.current
+        try:
+            found = forecaster.forecast(current, group, at) if group is not None else \
+                await run_in_threadpool(forecaster.forecast, current, group, at)
+        except Rejected as e:
+            raise RequestValidationError([{"type": "value_error", "loc": e.loc, "msg": e.msg}]) from None
+        if not found:
+            what = f"group {group!r}" if group is not None else "any group"
+            when = f" at {at}" if at is not None else ""
+            return JSONResponse({"detail": f"no observation of {what}{when}"}, status_code=404)
+        return {"model": {"name": current.name, "version": current.version}, "forecasts": found}

@@ -58,7 +58,9 @@ class AliasFollower:
         except MlpipeError:
             self._refused = target  # a tampered or missing artifact stays so: say it once
             raise
-        if model.features != current.features or model.nullable != current.nullable:
+        spec = "mlpipe.feature_spec"
+        if model.features != current.features or model.nullable != current.nullable \
+                or model.info["tags"].get(spec) != current.info["tags"].get(spec):
             self._refused = target
             log.warning("alias follower: %s now names %s, whose inputs differ from the API's; restart the "
                         "server to serve it; still serving %s", self.ref, target, _label(current.info))

@@ -79,3 +79,30 @@ class Metadata(BaseModel):
     description: Optional[str] = None
     created_at: Optional[int] = None
     tags: dict[str, str] = {}
+
+
+def observations_body(observation: type[BaseModel]) -> Any:
+    """One observation or a list of them (as ``predict_body``)."""
+    return predict_body(observation)
+
+
+class ObservationsResponse(BaseModel):
+    stored: int = Field(ge=0, description="new (group, timestamp) observations")
+    repeated: int = Field(ge=0, description="equal to what was stored already: nothing changed")
+    replaced: int = Field(ge=0, description="a different value for a (group, timestamp) stored before: "
+                                            "logged, and now its value")
+
+
+class Forecast(BaseModel):
+    group: Optional[str] = Field(description="the group (station); null for a model without groups")
+    timestamp: str = Field(description="the observation the forecast is made from (UTC, ISO 8601)")
+    forecast_for: str = Field(description="timestamp + the model's horizon: the time the forecast is about")
+    label: int = Field(ge=0, le=1, description="1 = the positive class")
+    probability: Optional[float] = Field(ge=0.0, le=1.0, description="probability of the positive class")
+    missing: list[str] = Field(description="model inputs that were missing (no observation that far back, "
+                                           "or not measured): the model imputed them")
+
+
+class ForecastResponse(BaseModel):
+    model: ModelRef
+    forecasts: list[Forecast] = Field(description="one per group, ordered by group")

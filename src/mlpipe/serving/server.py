@@ -9,7 +9,7 @@ from typing import Optional
 
 from pydantic import BaseModel, Field
 
-from mlpipe.errors import MlpipeError
+from mlpipe.errors import ConfigError, MlpipeError
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 TOKEN_ENV = "MLPIPE_SERVE_TOKEN"
@@ -27,13 +27,16 @@ class ServeSettings(BaseModel):
     threads: int = Field(1, ge=0, le=64, description="onnxruntime intra-op threads per worker (0: one per core)")
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1)
     access_log: bool = False
+    max_clock_skew_s: float = Field(600.0, ge=0, description="observations further in the future are refused")
 
 
 def build_app(settings: ServeSettings):
     """Load and verify the model, then the app around it (with an alias follower where the ref can move)."""
     from mlpipe.serving.app import create_app
     from mlpipe.serving.follow import AliasFollower, follows
+    from mlpipe.serving.forecast import Forecaster, has_history, stream_of
     from mlpipe.serving.model import ModelSlot, open_model
+    from mlpipe.store.observations import ObservationStore
     from mlpipe.store.workspace import Workspace
 
     ws = Workspace(settings.workspace)
@@ -41,13 +44,28 @@ def build_app(settings: ServeSettings):
     follower = None
     if follows(settings.ref):
         follower = AliasFollower(ws, settings.ref, slot, settings.poll_s, settings.threads)
+    forecaster = None
+    if has_history(slot.current.recipe):
+        forecaster = Forecaster(ObservationStore.of(ws), stream_of(slot.current.info), slot.current.recipe,
+                                settings.max_clock_skew_s)
     return create_app(slot, ref=settings.ref, token=settings.token, max_body_bytes=settings.max_body_bytes,
-                      follower=follower)
+                      follower=follower, forecaster=forecaster)
 
 
 def worker_app():
     """The app factory each uvicorn worker process calls (``--workers`` > 1)."""
     return build_app(ServeSettings.model_validate_json(os.environ[_SETTINGS_ENV]))
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(settings: ServeSettings) -> None:
@@ -58,12 +76,12 @@ def serve(settings: ServeSettings) -> None:
         import uvicorn
     except ImportError as e:
         raise MlpipeError(f"mlpipe serve needs {e.name}: pip install 'mlpipe[serve]'") from None
+    if not is_loopback(settings.host) and not settings.token:
+        raise ConfigError(f"--host {settings.host}: listening beyond loopback needs --token (or ${TOKEN_ENV}): "
+                          f"anyone who reaches the server could use the model and rewrite observations")
     app = build_app(settings)
     where = f"http://{settings.host}:{settings.port}"
     print(f"serving {settings.ref} at {where} (docs: {where}/docs)", file=sys.stderr)
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
-        print(f"warning: listening on {settings.host} without a token: anyone who reaches it can use the model "
-              f"(set --token or ${TOKEN_ENV})", file=sys.stderr)
     options = dict(host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info",
                    timeout_graceful_shutdown=10)
     if settings.workers == 1:
