@@ -68,3 +68,16 @@ def test_a_server_loads_no_training_code_nor_scikit_learn():
             "'mlpipe.training', 'mlpipe.pipeline', 'sklearn', 'skl2onnx', 'lightgbm'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", loaded
+
+
+def test_opening_a_served_model_reads_its_registered_tag_not_the_onnx_package(run_workspace):
+    """Whether a graph imputes missing inputs is registered with the version, so a server or ``mlpipe predict``
+    need not import the onnx package (a second of start-up) to know whether nulls are allowed."""
+    ws, result = run_workspace
+    learned = next(m for m in result["models"] if m["kind"] != "baseline")
+    baseline = next(m for m in result["models"] if m["kind"] == "baseline")
+    code = ("import sys; from mlpipe.store.workspace import Workspace; from mlpipe.serving.model import open_model; "
+            f"ws = Workspace({str(ws)!r}); a = open_model(ws, {learned['name']!r}); b = open_model(ws, {baseline['name']!r}); "
+            "print(a.nullable, b.nullable, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "False"], out

@@ -56,7 +56,11 @@ def _sends(raw: pd.DataFrame, per_post: int, seed: int = 0) -> list[pd.DataFrame
 
 @pytest.mark.parametrize("which", ["nyc_workspace", "turku_workspace"])
 def test_replayed_observations_give_the_batch_answers_across_a_sigkill(which, request, tmp_path):
-    ws, prefix, source = request.getfixturevalue(which)
+    import shutil
+
+    shared, prefix, source = request.getfixturevalue(which)
+    ws = tmp_path / "ws"  # a copy with a store of its own: other tests' observations stay out of it
+    shutil.copytree(shared, ws, ignore=shutil.ignore_patterns("observations.db*"))
     ref = f"{prefix}-lightgbm"
     model, spec = _spec(ws, ref)
     ts, group = spec["timestamp"], spec["group"]
@@ -134,7 +138,8 @@ OBS = {"time_hour": "2013-06-01T12:00:00Z", "origin": "JFK", "temp": 70.0, "dewp
 BAD = {"no-timestamp": {"time_hour": None}, "no-group": {"origin": None}, "absent-timestamp": {"drop": "time_hour"},
        "not-numeric": {"temp": "warm"}, "unknown-field": {"humidity": 3.0}, "unreadable-time": {"time_hour": "soon"},
        "ancient": {"time_hour": "1200-01-01T00:00Z"}, "beyond-clock-skew": {"time_hour": "2999-01-01T00:00Z"},
-       "just-beyond-it": {"time_hour": "in 11 minutes"}}  # the allowed skew is 10
+       "just-beyond-it": {"time_hour": "in 11 minutes"},  # the allowed skew is 10
+       "control-character-group": {"origin": "JFK\n"}, "lone-surrogate-group": {"origin": "\ud800"}}
 
 
 def test_a_bad_observation_gets_422_naming_the_field_and_nothing_is_stored(fresh_nyc):
@@ -148,7 +153,8 @@ def test_a_bad_observation_gets_422_naming_the_field_and_nothing_is_stored(fresh
             bad.update(change)
         if bad.get("time_hour") == "in 11 minutes":
             bad["time_hour"] = (pd.Timestamp.now("UTC") + pd.Timedelta("11min")).isoformat()
-        resp = httpx.post(f"{server.url}/observations", json=[good, bad], timeout=30)
+        resp = httpx.post(f"{server.url}/observations", content=json.dumps([good, bad]),  # \ud800 escaped
+                          headers={"Content-Type": "application/json"}, timeout=30)
         assert resp.status_code == 422, (case, resp.text)
         field = next(iter(k for k in change if k != "drop"), None) or change["drop"]
         assert resp.json()["detail"][0]["loc"] == ["body", "records", 1, field], case

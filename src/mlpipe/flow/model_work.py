@@ -17,7 +17,7 @@ import pandas as pd
 from mlpipe import faults, provenance
 from mlpipe.config import Config
 from mlpipe.flow.results import ModelOutcome
-from mlpipe.graph import INPUT, OUTPUTS, predict_onnx
+from mlpipe.graph import INPUT, OUTPUTS, imputes_missing, predict_onnx
 from mlpipe.report.evidence import measure
 from mlpipe.report.render import model_pngs, ranking_pngs
 from mlpipe.steps import evaluate, package, train
@@ -176,7 +176,8 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
     client.set_terminated(run_id, "FINISHED")
     return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results,
                         report_evidence, pngs=c.pngs, validation=c.validation,
-                        validation_one_class=c.validation_one_class)
+                        validation_one_class=c.validation_one_class,
+                        imputes_missing=imputes_missing(onnx) if onnx is not None else None)
 
 
 def log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:

@@ -33,6 +33,8 @@ class ModelOutcome:
     """On the validation rows, from the ONNX graph's answers: what the champion is chosen by."""
     validation_one_class: int | None = None
     """The class it answers for every validation row, if it does (never promoted)."""
+    imputes_missing: bool | None = None
+    """Whether its graph imputes missing inputs itself (``graph.imputes_missing``), registered as a tag."""
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "kind": self.kind, "metrics": self.metrics,

@@ -112,6 +112,7 @@ def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster") ->
     group_doc = f"the {r.group!r} to forecast for (every group when omitted)" if r.group else "not used"
 
     @app.post("/observations", response_model=ObservationsResponse, responses={
+        400: {"description": "The body is not text (undecodable bytes)"},
         413: {"description": "Request body too large"},
         422: {"description": "A record is not valid (a missing timestamp or group, a non-numeric value, a time "
                              "beyond the allowed clock skew): the error's loc names it; nothing is stored"}})

@@ -88,6 +88,11 @@ class Forecaster:
             raise Rejected([*where(int(ahead[0])), r.timestamp],
                            f"{records[int(ahead[0])][r.timestamp]!r} is more than the allowed clock skew "
                            f"({self.skew_ns / 1e9:g} s) in the future")
+        if r.group:
+            for i, rec in enumerate(records):
+                if not rec[r.group].isprintable() or _unencodable(rec[r.group]):
+                    raise Rejected([*where(i), r.group], f"not a usable group name: {rec[r.group]!r} "
+                                                         "(printable text)")
         rows = [(rec[r.group] if r.group else "", int(t), canonical({c: rec.get(c) for c in self.values}))
                 for rec, t in zip(records, ns)]
         return self.store.add(self.stream, rows)
@@ -107,10 +112,13 @@ class Forecaster:
         if not wanted:
             return []
         lookback = int(r.lookback.total_seconds() * 1e9)
-        lo, hi = min(ts for _, ts in wanted) - lookback, max(ts for _, ts in wanted)
-        # the group's look-back, and (for the share of groups) every group at the asked time
-        also = (min(ts for _, ts in wanted),) if group is not None and r.config.features.across_groups else None
-        rows = self.store.window(self.stream, lo, hi, group, also_at=also)
+        rows = []
+        # each asked time's look-back (windows that overlap read once: a station that stopped reporting a
+        # month ago does not make every other station's month be read); for one group, also every group at
+        # the asked time (the share of groups)
+        for lo, hi in _merged(sorted({ts for _, ts in wanted}), lookback):
+            also = (hi,) if group is not None and r.config.features.across_groups else None
+            rows += self.store.window(self.stream, lo, hi, group, also_at=also)
         rows = sorted({(g, int(ts), rec) for g, ts, rec in rows}, key=lambda row: (row[1], row[0]))
         picked = np.flatnonzero([(g, ts) in wanted for g, ts, _ in rows])
         X = self._inputs(model, rows)[picked]
@@ -177,6 +185,25 @@ def _fast_ns(value: str) -> int:
     if not _FIRST <= t <= _LAST:
         raise ValueError(value)  # pandas' path says which
     return int(pd.Timestamp(t).value)
+
+
+def _merged(times: list[int], lookback: int) -> list[tuple[int, int]]:
+    """The windows ``[t - lookback, t]`` of sorted ``times``, overlapping ones merged."""
+    out: list[list[int]] = []
+    for t in times:
+        if out and t - lookback <= out[-1][1]:
+            out[-1][1] = t
+        else:
+            out.append([t - lookback, t])
+    return [(lo, hi) for lo, hi in out]
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can carry and no database stores
+        return True
 
 
 def _iso(ts: pd.Timestamp) -> str:

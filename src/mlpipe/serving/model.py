@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mlpipe.featurize import Recipe
-from mlpipe.graph import CHECKED_INPUT, INPUT, OUTPUTS, make_session
+from mlpipe.graph import IMPUTES_TAG, OUTPUTS, INPUT, imputes_missing, make_session
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ def open_model(workspace, ref: str, threads: int = 1) -> ServedModel:
     from mlpipe.store.models import load_model
 
     loaded = load_model(workspace, ref)
-    return ServedModel(loaded.info, make_session(loaded.onnx, threads), imputes_missing(loaded.onnx),
-                       recipe_of(loaded.info))
+    tag = loaded.info.get("tags", {}).get(IMPUTES_TAG)  # recorded at registration from this graph (SHA-256 checked)
+    nullable = tag == "true" if tag in ("true", "false") else imputes_missing(loaded.onnx)
+    return ServedModel(loaded.info, make_session(loaded.onnx, threads), nullable, recipe_of(loaded.info))
 
 
 def recipe_of(info: dict) -> Optional[Recipe]:
@@ -58,15 +59,6 @@ def recipe_of(info: dict) -> Optional[Recipe]:
 
     spec = info.get("tags", {}).get("mlpipe.feature_spec")
     return Recipe.from_spec(json.loads(spec)) if spec else None
-
-
-def imputes_missing(onnx: bytes) -> bool:
-    """Whether the graph's first step replaces NaN in its input, as the ``Imputer`` of every trained
-    pipeline does; the persistence baseline has none, so it gets no nulls."""
-    import onnx as onnx_lib
-
-    graph = onnx_lib.load_from_string(onnx).graph
-    return any(node.op_type == "Imputer" and {INPUT, CHECKED_INPUT} & set(node.input) for node in graph.node)
 
 
 class ModelSlot:

@@ -13,7 +13,7 @@ import pandas as pd
 from mlpipe import faults, provenance
 from mlpipe.config import Config
 from mlpipe.errors import IntegrityError
-from mlpipe.graph import predict_onnx
+from mlpipe.graph import IMPUTES_TAG, predict_onnx
 from mlpipe.steps import ingest
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.features import feature_spec
@@ -93,6 +93,8 @@ def version_tags(o, config: Config, datasets: dict[str, DatasetVersion]) -> dict
             "mlpipe.feature_spec": json.dumps(feature_spec(config)),
             "mlpipe.onnx_sha256": o.onnx_sha256, "mlpipe.git_commit": provenance.git_commit(),
             "mlpipe.target": json.dumps(config.target.model_dump())}
+    if o.imputes_missing is not None:
+        tags[IMPUTES_TAG] = "true" if o.imputes_missing else "false"
     tags.update(dataset_tags(datasets))
     tags.update({f"metric.{k}": repr(v) for k, v in o.metrics.items()})
     tags.update({f"validation.{k}": repr(v) for k, v in o.validation.items()})
