@@ -240,7 +240,7 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     token: Annotated[Optional[str], typer.Option(
         envvar="MLPIPE_SERVE_TOKEN", show_envvar=True,
-        help="Require 'Authorization: Bearer TOKEN' on every route but /health.")] = None,
+        help="Require 'Authorization: Bearer TOKEN' on every route but /health (needed beyond loopback).")] = None,
     poll_seconds: Annotated[float, typer.Option(
         min=0.1, help="How often NAME@ALIAS (or bare NAME) is looked up again; a moved alias is swapped in.")] = 5.0,
     workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes, each with its own model.")] = 1,
