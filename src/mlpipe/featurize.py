@@ -160,11 +160,13 @@ class _History:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def impossible(values: pd.Series, bounds: list[float] | None) -> pd.Series:
+def impossible(values, bounds: list[float] | None):
     """Where a value lies outside ``bounds`` (its ``[data.ranges]``), or beyond float32 without them: what
-    ingest, batch scoring and serving all make missing."""
+    ingest, batch scoring and serving all make missing. A Series gives a Series, an array an array; a
+    missing value is never impossible."""
     lo, hi = bounds if bounds is not None else (-_FLOAT32_MAX, _FLOAT32_MAX)
-    return values.notna() & ~values.between(lo, hi)
+    with np.errstate(invalid="ignore"):
+        return (values < lo) | (values > hi)  # NaN compares False
 
 
 def lookback_seconds(features: FeaturesConfig) -> float:
@@ -231,9 +233,7 @@ class Recipe:
     def clean(self, col: str, values: np.ndarray) -> np.ndarray:
         """``values`` (float64) of a raw feature with those outside its range made missing (``values`` itself
         when none is)."""
-        lo, hi = self.config.data.ranges.get(col) or (-_FLOAT32_MAX, _FLOAT32_MAX)
-        with np.errstate(invalid="ignore"):
-            outside = (values < lo) | (values > hi)  # NaN compares False: missing stays missing
+        outside = impossible(values, self.config.data.ranges.get(col))
         return np.where(outside, np.nan, values) if outside.any() else values
 
     def features(self, df: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from mlpipe.serving.follow import AliasFollower
 from mlpipe.serving.middleware import BearerAuth
 from mlpipe.serving.model import ModelSlot
 from mlpipe.serving.schemas import (ForecastResponse, Health, Metadata, ObservationsResponse, PredictResponse,
-                                    observations_body, predict_body, record_model)
+                                    predict_body, record_model)
 
 if TYPE_CHECKING:
     from mlpipe.serving.forecast import Forecaster
@@ -116,7 +116,7 @@ def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster") ->
         413: {"description": "Request body too large"},
         422: {"description": "A record is not valid (a missing timestamp or group, a non-numeric value, a time "
                              "beyond the allowed clock skew): the error's loc names it; nothing is stored"}})
-    async def observations(body: Annotated[observations_body(observation), Body()]):
+    async def observations(body: Annotated[predict_body(observation), Body()]):
         """Store raw observations (one record or a list), idempotent on (group, timestamp): a repeat changes
         nothing, a different value replaces the stored one (counted). Late and out-of-order ones are welcome."""
         many = isinstance(body, list)

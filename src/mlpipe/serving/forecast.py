@@ -19,16 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from mlpipe.featurize import Recipe
 from mlpipe.store.observations import ObservationStore, Written, canonical
 
-DEFAULT_MAX_CLOCK_SKEW = "10min"
-
-
 def has_history(recipe: Optional[Recipe]) -> bool:
     """Whether the model's input needs the past (lags, deltas, windows, the share of groups): only then can
     it be served from raw observations; others keep ``/predict`` alone."""
-    if recipe is None:
-        return False
-    f = recipe.config.features
-    return bool(f.lags or f.deltas or f.rolling_mean or f.target_lags or f.target_share or f.across_groups)
+    return recipe is not None and (recipe.lookback > pd.Timedelta(0) or recipe.config.features.across_groups)
 
 
 def stream_of(info: dict) -> str:

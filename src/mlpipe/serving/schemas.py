@@ -81,11 +81,6 @@ class Metadata(BaseModel):
     tags: dict[str, str] = {}
 
 
-def observations_body(observation: type[BaseModel]) -> Any:
-    """One observation or a list of them (as ``predict_body``)."""
-    return predict_body(observation)
-
-
 class ObservationsResponse(BaseModel):
     stored: int = Field(ge=0, description="new (group, timestamp) observations")
     repeated: int = Field(ge=0, description="equal to what was stored already: nothing changed")
