@@ -275,7 +275,10 @@ def _evaluate(runner: Runner, batch: list[tuple[int, dict]], rung: int, fraction
         by_trial[result.trial].append(result)
         if len(by_trial[result.trial]) == n_folds:
             progress.advance(float(np.mean([r.score for r in by_trial[result.trial]])))
-    return [Evaluation(trial, rung, params, fraction, by_trial[trial]) for trial, params in batch]
+    # folds in fold order, whatever order they finished in: a mean's last bit depends on the order of its
+    # terms, and two trials tied on F1 must stay tied (the earlier wins) on Ray as on local cores
+    return [Evaluation(trial, rung, params, fraction, sorted(by_trial[trial], key=lambda r: r.fold))
+            for trial, params in batch]
 
 
 def _grid(space, settings: ModelConfig, runner, n_folds, progress) -> list[Evaluation]:
