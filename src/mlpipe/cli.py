@@ -249,6 +249,8 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
     max_clock_skew: Annotated[str, typer.Option(
         help="POST /observations refuses timestamps further than this in the future.")] = "10min",
+    log_forecasts: Annotated[bool, typer.Option(
+        help="Keep every answer in the workspace's forecast log, for mlpipe monitor.")] = True,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """REST API for a registered model: POST /predict, GET /health, GET /metadata (docs at /docs); for a
@@ -266,7 +268,7 @@ def serve(
     run_server(ServeSettings(workspace=str(_workspace(workspace).root), ref=model, host=host, port=port,
                              token=token or None, poll_s=poll_seconds, workers=workers, threads=threads,
                              max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log,
-                             max_clock_skew_s=skew_s))
+                             max_clock_skew_s=skew_s, log_forecasts=log_forecasts))
 
 
 @app.command()
@@ -281,6 +283,7 @@ def predict(
     input_kind: Annotated[str, typer.Option(
         "--input-kind", help="features (the model's input columns), raw (observations in the training source's "
         "schema: features computed as in training) or auto (told by the columns).")] = "auto",
+    log: Annotated[bool, typer.Option(help="Keep the forecasts in the workspace's forecast log, for mlpipe monitor.")] = True,
 ) -> None:
     """Score a CSV or Parquet file in chunks. Feature vectors: the input's columns plus label and probability.
     Raw observations (in time order): timestamp, group, forecast_for, label, probability."""
@@ -288,8 +291,108 @@ def predict(
     from mlpipe.serving.batch import predict_file
 
     console.set_quiet(quiet)
-    summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows, kind=input_kind)
+    summary = predict_file(_workspace(workspace), model, input, output, chunk_rows=chunk_rows, kind=input_kind,
+                           log=log)
     typer.echo(f"{summary.rows} rows scored with {summary.model} -> {output}", err=True)
+
+
+@app.command()
+def monitor(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="NAME, NAME:VERSION or NAME@ALIAS [default: every model with logged forecasts].",
+        show_default=False)] = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="Judge forecasts from this time on (ISO 8601) instead of the last --window.", show_default=False)] = None,
+    window: Annotated[str, typer.Option(help="How far back from the latest forecast to judge.")] = "7d",
+    observations: Annotated[Optional[Path], typer.Option(
+        help="The truth from this CSV or Parquet file (the training source's schema) instead of the observation "
+             "store.", show_default=False)] = None,
+    tolerance: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Alert when live macro F1 is more than this below the registered test F1.")] = 0.1,
+    html: Annotated[Optional[Path], typer.Option(
+        help="Where to write the monitoring page [default: <workspace>/monitoring/index.html].",
+        show_default=False)] = None,
+    retrain: Annotated[Optional[Path], typer.Option(
+        help="When unhealthy, run this pipeline config; the champion gate decides whether the alias moves "
+             "(a running mlpipe serve on NAME@champion picks the new version up).", show_default=False)] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live performance of served forecasts once their truth has arrived, beside persistence and the
+    registered test metrics; input and prediction drift. Exit 0 healthy, 3 alerting (one line says why)."""
+    import pandas as pd
+
+    from mlpipe.config import parse_duration
+    from mlpipe.errors import ConfigError, DataError
+    from mlpipe.monitoring.monitor import Settings
+    from mlpipe.monitoring.monitor import monitor as run_monitor
+
+    try:
+        span = pd.Timedelta(seconds=parse_duration(window))
+    except ValueError:
+        raise ConfigError(f"--window {window!r}: not a duration; use e.g. '7d', '36h'") from None
+    if span <= pd.Timedelta(0):
+        raise ConfigError(f"--window {window!r}: must be longer than 0")
+    start = None
+    if since is not None:
+        try:
+            start = pd.Timestamp(since)
+        except ValueError:
+            raise ConfigError(f"--since {since!r}: not a timestamp; use ISO 8601, e.g. 2013-12-01T00:00Z") from None
+        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    if observations is not None and not observations.is_file():
+        raise DataError(f"--observations {observations}: no such file")
+    ws = _workspace(workspace)
+    doc = run_monitor(ws, Settings(model=model, since=start, window=span, tolerance=tolerance,
+                                   observations=str(observations) if observations else None))
+    from mlpipe.monitoring.page import render
+
+    page = html or ws.root / "monitoring" / "index.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(doc), encoding="utf-8")
+    doc["page"] = str(page)
+    if retrain is not None and not doc["healthy"]:
+        from mlpipe import console
+        from mlpipe.config import load_config
+        from mlpipe.pipeline import run as run_pipeline
+
+        console.set_quiet(as_json)
+        with redirect_stdout(sys.stderr):
+            result = run_pipeline(load_config(retrain), ws)
+        champion = f"{result.champion.name}:{result.champion.version}" if result.champion else None
+        doc["retrain"] = {"run_id": result.run_id, "champion": champion, "reason": result.champion_reason}
+    if as_json:
+        _emit(doc)
+    else:
+        _print_monitor(doc)
+    if not doc["healthy"]:
+        typer.echo(f"unhealthy: {'; '.join(doc['alerts'])}", err=True)
+        raise typer.Exit(3)
+
+
+def _print_monitor(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(width=None if sys.stdout.isatty() else 120)
+    for v in doc["versions"]:
+        table = Table(title=f"{v['model']}:{v['version']} {v['window']['start']} .. {v['window']['end']}",
+                      caption=f"{v['forecasts']} forecasts: {v['matched']} matched, {v['pending']} pending, "
+                              f"{v['no_truth']} without truth")
+        for col in ("", "F1", "ROC AUC", "Brier", "accuracy"):
+            table.add_column(col, justify="right" if col else "left")
+        for label, m in (("live", v.get("live", {})), ("persistence", v.get("persistence", {})),
+                         ("registered test", v.get("registered", {}))):
+            table.add_row(label, *(f"{m[k]:.4f}" if m.get(k) is not None else "-"
+                                   for k in ("f1", "roc_auc", "brier", "accuracy")))
+        out.print(table)
+        drifted = [f for f in v["drift"]["features"] if f["drifted"]]
+        out.print(f"drift: {len(drifted)} of {len(v['drift']['features'])} feature checks drifted")
+    if "retrain" in doc:
+        out.print(f"retrained: run {doc['retrain']['run_id']}; champion {doc['retrain']['champion']}: "
+                  f"{doc['retrain']['reason']}")
+    out.print(f"page: {doc['page']}")
+    out.print("healthy" if doc["healthy"] else f"alerting: {len(doc['alerts'])}")
 
 
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:

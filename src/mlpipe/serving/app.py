@@ -21,6 +21,7 @@ from mlpipe.serving.schemas import (ForecastResponse, Health, Metadata, Observat
                                     predict_body, record_model)
 
 if TYPE_CHECKING:
+    from mlpipe.monitoring.log import ForecastLog
     from mlpipe.serving.forecast import Forecaster
 
 INLINE_ROWS = 256
@@ -30,10 +31,12 @@ MAX_ERRORS = 20
 
 
 def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = None, token: Optional[str] = None,
-               follower: Optional[AliasFollower] = None, forecaster: Optional["Forecaster"] = None) -> FastAPI:
+               follower: Optional[AliasFollower] = None, forecaster: Optional["Forecaster"] = None,
+               log: Optional["ForecastLog"] = None) -> FastAPI:
     """The API for the model in ``slot``; its request schema is built from that model's features.
     ``follower`` (if any) runs while the app does; ``token`` protects every route but ``/health``;
-    ``forecaster`` (if any) adds ``/observations`` and ``/forecast``."""
+    ``forecaster`` (if any) adds ``/observations`` and ``/forecast``; ``log`` (if any) keeps every answer
+    (``mlpipe.monitoring.log``), written before the answer goes out."""
     model = slot.current
     n_features = len(model.features)
     record = record_model(model.features, model.nullable)
@@ -49,6 +52,8 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
         yield
         if follower is not None:
             follower.stop()
+        if log is not None:
+            log.close()
 
     app = FastAPI(title=f"mlpipe: {ref or f'{model.name}:{model.version}'}", version=__version__,
                   description=f"Predictions of the registered model {ref or model.name}; features: "
@@ -74,6 +79,8 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
                                            "msg": "The model gives no finite probability for these values"}])
         # Built in the shape PredictResponse documents and serialised without validating it again, which
         # saves about a sixth of a 1,000-record request; schemathesis checks the shape in the tests.
+        if log is not None:
+            log.write(current.name, current.version, "predict", labels, proba, X)
         predictions = [{"label": lab, "probability": p} for lab, p in zip(labels.tolist(), proba.tolist())]
         return Response(to_json({"model": {"name": current.name, "version": current.version},
                                  "predictions": predictions}), media_type="application/json")
@@ -82,7 +89,11 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
     async def health():
         """200 while a model is loaded (always, once the server has started)."""
         current = slot.current
-        return {"status": "ok", "model": {"name": current.name, "version": current.version}}
+        out = {"status": "ok", "model": {"name": current.name, "version": current.version}}
+        if log is not None:
+            c = log.counts
+            out["forecast_log"] = {"logged": c.logged, "lost": c.lost, "last_error": c.last_error}
+        return out
 
     @app.get("/metadata", response_model=Metadata)
     async def metadata():
@@ -90,7 +101,7 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
         return slot.current.info
 
     if forecaster is not None:
-        _forecast_routes(app, slot, forecaster)
+        _forecast_routes(app, slot, forecaster, log)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
@@ -104,7 +115,7 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
     return app
 
 
-def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster") -> None:
+def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster", log: Optional["ForecastLog"]) -> None:
     from mlpipe.serving.forecast import Rejected, observation_model
 
     observation = observation_model(forecaster.recipe)
@@ -143,8 +154,13 @@ def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster") ->
                 await run_in_threadpool(forecaster.forecast, current, group, at)
         except Rejected as e:
             raise RequestValidationError([{"type": "value_error", "loc": e.loc, "msg": e.msg}]) from None
-        if not found:
+        if not found.forecasts:
             what = f"group {group!r}" if group is not None else "any group"
             when = f" at {at}" if at is not None else ""
             return JSONResponse({"detail": f"no observation of {what}{when}"}, status_code=404)
-        return {"model": {"name": current.name, "version": current.version}, "forecasts": found}
+        if log is not None:
+            f = found.forecasts
+            log.write(current.name, current.version, "forecast", found.labels, found.proba, found.inputs,
+                      groups=[x["group"] for x in f], times=[x["timestamp"] for x in f],
+                      forecast_for=[x["forecast_for"] for x in f])
+        return {"model": {"name": current.name, "version": current.version}, "forecasts": found.forecasts}

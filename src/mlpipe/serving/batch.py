@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mlpipe.errors import DataError
+from mlpipe.monitoring.log import BatchLog
 
 FORMATS = (".csv", ".parquet")
 OUTPUT_COLUMNS = ("label", "probability")
@@ -36,10 +37,11 @@ class Scored:
 
 
 def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int = 65536,
-                 threads: int = 0, kind: str = "auto") -> Scored:
+                 threads: int = 0, kind: str = "auto", log: bool = True) -> Scored:
     """Score ``input`` with the model ``ref`` into ``output`` (written whole or not at all). ``kind``:
     "features", "raw", or "auto" (raw when the input lacks the model's derived features but holds the
-    training source's columns)."""
+    training source's columns). ``log``: keep the forecasts in the workspace's forecast log
+    (``mlpipe.monitoring.log``), in place when the output is."""
     from mlpipe.serving.model import open_model
 
     input, output = Path(input), Path(output)
@@ -53,15 +55,36 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
     recipe = model.recipe
     if kind == "raw" and recipe is None:
         raise DataError(f"model {model.name}:{model.version} records no feature recipe: it scores feature vectors")
-    if kind == "raw" or (kind == "auto" and recipe is not None and _looks_raw(input, model.features, recipe)):
-        return _predict_raw(model, recipe, input, output, chunk_rows)
+    logbook = BatchLog(workspace.root, model.name, model.version, model.features) if log else None
+    try:
+        if kind == "raw" or (kind == "auto" and recipe is not None and _looks_raw(input, model.features, recipe)):
+            scored = _predict_raw(model, recipe, input, output, chunk_rows, logbook)
+        else:
+            scored = _predict_features(model, input, output, chunk_rows, logbook)
+    except BaseException:
+        if logbook is not None:
+            logbook.abandon()
+        raise
+    if logbook is not None:
+        logbook.commit()
+        if logbook.counts.lost:
+            from mlpipe.console import warn
+
+            warn(f"forecast log: {logbook.counts.lost} forecasts not logged ({logbook.counts.last_error}); "
+                 f"{output} is complete")
+    return scored
+
+
+def _predict_features(model, input: Path, output: Path, chunk_rows: int, logbook) -> Scored:
     reader = _open(input, model.features, chunk_rows)
     rows = 0
     with _progress(reader.total, reader.unit, f"scoring {input.name}") as advance, _atomic(output) as tmp:
         writer = None
         try:
             for batch in reader.batches:
-                scored = _score(model, batch)
+                scored, X, labels, proba = _score(model, batch)
+                if logbook is not None:
+                    logbook.write(labels, proba, X)
                 if writer is None:
                     writer = _writer(tmp, scored.schema)
                 writer.write_batch(scored)
@@ -92,7 +115,7 @@ def _columns_of(path: Path) -> list[str]:
         return []
 
 
-def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int) -> Scored:
+def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int, logbook) -> Scored:
     """Raw observations in time order, chunk by chunk through ``serving.raw.RawScorer``."""
     import pyarrow as pa
 
@@ -107,6 +130,10 @@ def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int) -> S
         try:
             for batch in itertools.chain(_gather(reader.batches, chunk_rows), [None]):  # None: the end
                 answered = scorer.finish() if batch is None else scorer.feed(batch.to_pandas())
+                if logbook is not None and len(answered):
+                    logbook.write(answered["label"].to_numpy(), answered["probability"].to_numpy(), scorer.inputs,
+                                  groups=answered[recipe.group].tolist() if recipe.group else None,
+                                  times=_ns(answered[recipe.timestamp]), forecast_for=_ns(answered["forecast_for"]))
                 if len(answered) or (batch is None and writer is None):
                     if output.suffix.lower() == ".csv":
                         answered = _iso_times(answered, [recipe.timestamp, "forecast_for"])
@@ -127,6 +154,11 @@ def _predict_raw(model, recipe, input: Path, output: Path, chunk_rows: int) -> S
         warn(f"{input}: {scorer.conflicting} rows dropped: their group and timestamp were observed twice with "
              f"different values (as training drops them)")
     return Scored(rows, f"{model.name}:{model.version}")
+
+
+def _ns(times) -> np.ndarray:
+    """A UTC datetime Series as int64 nanoseconds."""
+    return times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
 def _iso_times(frame, columns: list[str]):
@@ -264,8 +296,9 @@ def _score(model, batch):
         X[:, j] = pc.cast(batch.column(name), pa.float32()).to_numpy(zero_copy_only=False)
     labels, proba = model.predict(X)
     names = [_rename(n) for n in batch.schema.names]
-    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(labels, pa.int64()), pa.array(proba, pa.float32())],
-                                      names=[*names, *OUTPUT_COLUMNS])
+    scored = pa.RecordBatch.from_arrays([*batch.columns, pa.array(labels, pa.int64()), pa.array(proba, pa.float32())],
+                                        names=[*names, *OUTPUT_COLUMNS])
+    return scored, X, labels, proba
 
 
 def _rename(name: str) -> str:

@@ -53,6 +53,16 @@ def observation_model(recipe: Recipe) -> type[BaseModel]:
     return create_model("Observation", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields)
 
 
+@dataclass(frozen=True)
+class Answered:
+    forecasts: list[dict]
+    """as ``GET /forecast`` answers them, ordered by group, then time"""
+    inputs: np.ndarray
+    """the model's input, one row per forecast"""
+    labels: np.ndarray
+    proba: np.ndarray
+
+
 @dataclass
 class Rejected(Exception):
     """An observation or query that cannot be used; ``loc`` as FastAPI's validation errors give it."""
@@ -92,7 +102,7 @@ class Forecaster:
         return self.store.add(self.stream, rows)
 
     # -- reading -----------------------------------------------------------------------------------------
-    def forecast(self, model, group: Optional[str], at: Optional[str]) -> list[dict]:
+    def forecast(self, model, group: Optional[str], at: Optional[str]) -> "Answered":
         """Forecasts for ``group`` (every group when None) at its latest observation, or at ``at``."""
         r = self.recipe
         if at is not None:
@@ -104,7 +114,7 @@ class Forecaster:
         else:
             wanted = {(g, ts) for g, ts in self.store.latest(self.stream, group).items()}
         if not wanted:
-            return []
+            return Answered([], np.empty((0, len(model.features)), np.float32), np.empty(0), np.empty(0))
         lookback = int(r.lookback.total_seconds() * 1e9)
         rows = []
         # each asked time's look-back (windows that overlap read once: a station that stopped reporting a
@@ -117,14 +127,14 @@ class Forecaster:
         picked = np.flatnonzero([(g, ts) in wanted for g, ts, _ in rows])
         X = self._inputs(model, rows)[picked]
         labels, proba = model.predict(X)
-        missing = np.isnan(X)
         out = []
-        for i, row, lab, p in zip(range(len(picked)), picked, labels.tolist(), proba.tolist()):
+        for row, x, lab, p in zip(picked, X, labels.tolist(), proba.tolist()):
             g, ts = rows[row][0], pd.Timestamp(rows[row][1], tz="UTC")
             out.append({"group": g if r.group else None, "timestamp": _iso(ts), "forecast_for": _iso(ts + r.horizon),
                         "label": lab, "probability": p if math.isfinite(p) else None,
-                        "missing": [f for f, m in zip(model.features, missing[i]) if m]})
-        return sorted(out, key=lambda f: (f["group"] or "", f["timestamp"]))
+                        "missing": [f for f, m in zip(model.features, np.isnan(x)) if m]})
+        order = sorted(range(len(out)), key=lambda i: (out[i]["group"] or "", out[i]["timestamp"]))
+        return Answered([out[i] for i in order], X[order], labels[order], proba[order])
 
     def _inputs(self, model, rows: list[tuple]) -> np.ndarray:
         """The model's input for stored rows (sorted by time, then group): the raw values cleaned as ingest

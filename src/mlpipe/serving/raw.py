@@ -31,6 +31,8 @@ class RawScorer:
         self.done_until: pd.Timestamp | None = None
         self.conflicting = 0
         self.rows_read = 0
+        self.inputs = np.empty((0, len(model.features)), np.float32)
+        """the model's input for the forecasts the last call returned, row by row"""
 
     def feed(self, chunk: pd.DataFrame) -> pd.DataFrame:
         return self._score(self._prepare(chunk), final=False)
@@ -88,7 +90,7 @@ class RawScorer:
         featured = r.features(ready.drop(columns=CONTEXT).reset_index(drop=True))
         answer = ~ready[CONTEXT].to_numpy()
         out = featured[answer]
-        X = out[self.model.features].to_numpy(dtype=np.float32)
+        X = self.inputs = out[self.model.features].to_numpy(dtype=np.float32)
         labels, proba = self.model.predict(X)
         self.done_until = out[ts].max()
         context = ready[ready[ts] > self.done_until - r.lookback].assign(**{CONTEXT: True})
@@ -99,6 +101,7 @@ class RawScorer:
         return result
 
     def _empty(self) -> pd.DataFrame:
+        self.inputs = np.empty((0, len(self.model.features)), np.float32)
         r = self.recipe
         cols = [r.timestamp] + ([r.group] if r.group else [])
         return pd.DataFrame({c: [] for c in cols + list(OUTPUT)})

@@ -49,9 +49,16 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction] = Field(description="one per record, in the order of the request")
 
 
+class LogHealth(BaseModel):
+    logged: int = Field(ge=0, description="forecasts written to the forecast log since the server started")
+    lost: int = Field(ge=0, description="forecasts answered but not logged (the log could not be written)")
+    last_error: Optional[str] = Field(description="why the last one was not logged")
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
     model: ModelRef
+    forecast_log: Optional[LogHealth] = None
 
 
 class DatasetRef(BaseModel):

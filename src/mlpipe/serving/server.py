@@ -28,6 +28,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1)
     access_log: bool = False
     max_clock_skew_s: float = Field(600.0, ge=0, description="observations further in the future are refused")
+    log_forecasts: bool = Field(True, description="keep every answer in the workspace's forecast log")
 
 
 def build_app(settings: ServeSettings):
@@ -48,8 +49,13 @@ def build_app(settings: ServeSettings):
     if has_history(slot.current.recipe):
         forecaster = Forecaster(ObservationStore.of(ws), stream_of(slot.current.info), slot.current.recipe,
                                 settings.max_clock_skew_s)
+    log = None
+    if settings.log_forecasts:
+        from mlpipe.monitoring.log import FOLDER, ForecastLog
+
+        log = ForecastLog(ws.root / FOLDER)
     return create_app(slot, ref=settings.ref, token=settings.token, max_body_bytes=settings.max_body_bytes,
-                      follower=follower, forecaster=forecaster)
+                      follower=follower, forecaster=forecaster, log=log)
 
 
 def worker_app():
