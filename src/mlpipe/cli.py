@@ -376,9 +376,7 @@ def _print_monitor(doc: dict) -> None:
 
     out = Console(width=None if sys.stdout.isatty() else 120)
     for v in doc["versions"]:
-        table = Table(title=f"{v['model']}:{v['version']} {v['window']['start']} .. {v['window']['end']}",
-                      caption=f"{v['forecasts']} forecasts: {v['matched']} matched, {v['pending']} pending, "
-                              f"{v['no_truth']} without truth")
+        table = Table(title=f"{v['model']}:{v['version']}")
         for col in ("", "F1", "ROC AUC", "Brier", "accuracy"):
             table.add_column(col, justify="right" if col else "left")
         for label, m in (("live", v.get("live", {})), ("persistence", v.get("persistence", {})),
@@ -386,6 +384,8 @@ def _print_monitor(doc: dict) -> None:
             table.add_row(label, *(f"{m[k]:.4f}" if m.get(k) is not None else "-"
                                    for k in ("f1", "roc_auc", "brier", "accuracy")))
         out.print(table)
+        out.print(f"forecasts {v['window']['start']} to {v['window']['end']}: {v['forecasts']} "
+                  f"({v['matched']} matched, {v['pending']} pending, {v['no_truth']} without truth)")
         drifted = [f for f in v["drift"]["features"] if f["drifted"]]
         out.print(f"drift: {len(drifted)} of {len(v['drift']['features'])} feature checks drifted")
     if "retrain" in doc:

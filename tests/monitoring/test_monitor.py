@@ -158,9 +158,20 @@ def test_a_log_that_cannot_be_written_fails_no_request_and_the_loss_is_counted(n
         (ws / "forecast_log" / REF).unlink()  # the disk is fixed: the next answer is logged, the loss noted
         assert http.get(f"{server.url}/forecast", params={"group": "JFK"}).status_code == 200
         assert http.get(f"{server.url}/health").json()["forecast_log"]["logged"] == 1
+        info = mlpipe.load_model(mlpipe.Workspace(ws), REF).info
+        features = info["features"]
+        test = mlpipe.Workspace(ws).datasets.load("weather-test")
+        X = test[features].to_numpy("float32")[:2]
+        body = [{f: float(x) if np.isfinite(x) else None for f, x in zip(features, row)} for row in X]
+        predicted = http.post(f"{server.url}/predict", json=body).json()["predictions"]
     assert "forecast log" in server.log_text()
     logged = read_log(ws, REF, {})
-    assert logged.lost == 3 and len(logged.rows) == 1
+    assert logged.lost == 3 and len(logged.rows) == 3
+    rows = logged.rows
+    assert list(rows["source"]) == ["forecast", "predict", "predict"]
+    assert rows["timestamp"].isna().tolist() == [False, True, True]  # /predict records carry no time
+    np.testing.assert_array_equal(logged.inputs[info["version"]][rows["_x"].to_numpy()[1:]], X)
+    assert rows["probability"].tolist()[1:] == pytest.approx([p["probability"] for p in predicted], abs=1e-7)
 
 
 @pytest.mark.parametrize("args, named", [

@@ -63,6 +63,7 @@ class ForecastLog:
         self._lock = threading.Lock()
         self._open: tuple[str, str, int] | None = None  # (model, day, fd)
         self._unreported = 0  # lost forecasts not yet noted in the log
+        self._cut = False  # the last write was cut short
 
     def write(self, model: str, version: int, source: str, labels, proba, X: np.ndarray,
               groups: Optional[list] = None, times: Optional[list] = None, forecast_for: Optional[list] = None) -> None:
@@ -86,12 +87,22 @@ class ForecastLog:
                 fd = self._fd(model, day)
                 if self._unreported:
                     note = {"lost": self._unreported, "error": self.counts.last_error, "noted_at": _iso_now(now)}
-                    os.write(fd, to_json(note) + b"\n")
+                    self._write_all(fd, to_json(note) + b"\n")
                     self._unreported = 0
-                os.write(fd, data)
+                self._write_all(fd, data)
                 self.counts.logged += n
             except OSError as e:
                 self._lost(n, f"{e.strerror or e}: {e.filename or self.root}")
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        """One ``write``; a short one (a full disk) is an error, and the next line starts on a line of its own
+        (the reader skips the cut one)."""
+        if self._cut:
+            data = b"\n" + data
+        written = os.write(fd, data)
+        self._cut = written != len(data)
+        if self._cut:
+            raise OSError(28, f"short write ({written} of {len(data)} bytes)", None)
 
     def _fd(self, model: str, day: str) -> int:
         if self._open is not None and self._open[:2] == (model, day):
@@ -151,6 +162,9 @@ class BatchLog:
         for j, name in enumerate(self.features):
             cols[f"x.{name}"] = pa.array(np.ascontiguousarray(X[:, j], dtype=np.float32))
         table = pa.table(cols)
+        if self.counts.lost:  # once a write failed the file may be damaged: the rest is lost too, and not kept
+            self.counts.lost += n
+            return
         try:
             if self._writer is None:
                 import pyarrow.parquet as pq
@@ -166,8 +180,13 @@ class BatchLog:
                 self.counts.last_error = f"{e.strerror or e}: {e.filename or self.folder}"
 
     def commit(self) -> Optional[Path]:
-        """Put the run's file in place; None when nothing was logged."""
+        """Put the run's file in place; None when nothing was logged (or a write failed: then none of it is)."""
         if self._writer is None:
+            return None
+        if self.counts.lost:
+            self.counts.lost += self._rows
+            self._rows = 0
+            self.abandon()
             return None
         try:
             self._writer.close()
@@ -183,9 +202,13 @@ class BatchLog:
 
     def abandon(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError:
+                pass  # the file is being thrown away: its close failing changes nothing
             if self._tmp is not None:
                 self._tmp.unlink(missing_ok=True)
+            self._writer = None
 
 
 def _times(values, n: int):
@@ -211,6 +234,8 @@ class Logged:
     lost: int
     """forecasts the server answered but could not log, as noted in the log"""
     files: int
+    damaged: int = 0
+    """lines that do not decode (cut short by a full disk)"""
 
 
 def read_log(workspace_root, model: str, features: dict[int, list[str]]) -> Logged:
@@ -220,8 +245,10 @@ def read_log(workspace_root, model: str, features: dict[int, list[str]]) -> Logg
     import pandas as pd
 
     folder = log_dir(workspace_root, model)
-    frames, inputs, lost, files = [], {}, 0, 0
+    frames, inputs, lost, files, damaged = [], {}, 0, 0, 0
     paths = sorted(folder.glob("*.jsonl")) + sorted(folder.glob("*-batch-*.parquet")) if folder.is_dir() else []
+    cols: dict[str, list] = {k: [] for k in ("id", "model", "version", "source", "answered_at", "group", "timestamp",
+                                             "forecast_for", "label", "probability")}
     for path in paths:
         files += 1
         if path.suffix == ".parquet":
@@ -231,31 +258,40 @@ def read_log(workspace_root, model: str, features: dict[int, list[str]]) -> Logg
                 inputs.setdefault(int(v), []).append(rows[xs].to_numpy(np.float32))
             frames.append(part.drop(columns=xs))
             continue
-        with open(path, "rb") as fh:
-            for number, raw in enumerate(fh, start=1):
+        with open(path, "rb") as fh:  # one request a line, its forecasts in columns: gathered, then one frame
+            for raw in fh:
                 if not raw.endswith(b"\n"):
                     break  # a line still being written by a live server
-                line = json.loads(raw)
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    damaged += 1  # a line cut short by a full disk (its forecasts were counted lost)
+                    continue
                 if "lost" in line:
                     lost += int(line["lost"])
                     continue
-                n, width = line["n"], line["width"]
-                X = np.frombuffer(base64.b64decode(line["x"]), dtype=np.float32).reshape(n, width)
+                n = line["n"]
+                X = np.frombuffer(base64.b64decode(line["x"]), dtype=np.float32).reshape(n, line["width"])
                 inputs.setdefault(int(line["version"]), []).append(X)
-                frames.append(pd.DataFrame({
-                    "id": [f"{line['id']}:{i}" for i in range(n)], "model": line["model"], "version": line["version"],
-                    "source": line["source"], "answered_at": pd.Timestamp(line["answered_at"]),
-                    "group": line["group"] if line["group"] is not None else [None] * n,
-                    "timestamp": pd.to_datetime(line["timestamp"], utc=True) if line["timestamp"] else pd.NaT,
-                    "forecast_for": pd.to_datetime(line["forecast_for"], utc=True) if line["forecast_for"] else pd.NaT,
-                    "label": line["label"], "probability": line["probability"]}))
+                cols["id"] += [f"{line['id']}:{i}" for i in range(n)]
+                for k in ("model", "version", "source", "answered_at"):
+                    cols[k] += [line[k]] * n
+                for k in ("group", "timestamp", "forecast_for"):
+                    cols[k] += line[k] if line[k] is not None else [None] * n
+                cols["label"] += line["label"]
+                cols["probability"] += line["probability"]
+    if cols["id"]:
+        lines = pd.DataFrame(cols)
+        for c in ("answered_at", "timestamp", "forecast_for"):
+            lines[c] = pd.to_datetime(lines[c], utc=True, format="ISO8601")
+        frames.insert(0, lines)  # JSON lines files come first in ``paths``, so their inputs were gathered first
     columns = ["id", "model", "version", "source", "answered_at", "group", "timestamp", "forecast_for", "label",
                "probability"]
     if not frames:
-        return Logged(pd.DataFrame({c: [] for c in columns}), {}, lost, files)
+        return Logged(pd.DataFrame({c: [] for c in columns}), {}, lost, files, damaged)
     rows = pd.concat([f[columns] for f in frames], ignore_index=True)
     for c in ("answered_at", "timestamp", "forecast_for"):
         rows[c] = pd.to_datetime(rows[c], utc=True)
     rows["version"] = rows["version"].astype("int64")
     rows["_x"] = rows.groupby("version").cumcount()  # the row of inputs[version] that is this forecast's input
-    return Logged(rows, {v: np.concatenate(xs) for v, xs in inputs.items()}, lost, files)
+    return Logged(rows, {v: np.concatenate(xs) for v, xs in inputs.items()}, lost, files, damaged)

@@ -24,9 +24,13 @@ MIN_DRIFT_ROWS = 24
 """Fewer forecasts of a group in the window than this: its drift is shown, not judged."""
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
+MIN_EVENTS = 30
+"""Live F1 is held against the registered test F1 only when the window has this many of each class: a week
+without rain has a macro F1 of at most 0.5 whatever the model does (its rain class scores 0)."""
 DEFAULT_TOLERANCE = 0.1
-"""How far live macro F1 may fall below the registered test F1. On the built-in test period, 7-day windows'
-F1 ranges over about ±0.1 around the whole period's (see README, monitoring)."""
+"""How far live macro F1 may fall below the registered test F1 (its 95% interval's upper end, days
+resampled). Measured on the built-in test period's ten weeks: F1 0.49 to 0.82 around the whole period's
+0.73; the dry weeks (0 to 27 rain hours) are the low ones."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,13 @@ def monitor(workspace, settings: Settings) -> dict:
     from mlpipe.monitoring.log import FOLDER, read_log
 
     names = _model_names(workspace, settings.model)
-    versions_out, alerts, lost, files = [], [], 0, 0
+    versions_out, alerts, lost, files, damaged = [], [], 0, 0, 0
     for name in names:
         infos = _versions(workspace, name)
         logged = read_log(workspace.root, name, {v: i["features"] for v, i in infos.items()})
         lost += logged.lost
         files += logged.files
+        damaged += logged.damaged
         rows = logged.rows
         if settings.model and ":" in settings.model or settings.model and "@" in settings.model:
             wanted = _one_version(workspace, settings.model)
@@ -70,7 +75,7 @@ def monitor(workspace, settings: Settings) -> dict:
                         + (f" for {settings.model}" if settings.model else "")
                         + (f" since {settings.since}" if settings.since is not None else "")
                         + ": serve the model (GET /forecast, POST /predict) or run mlpipe predict first")
-    return {"healthy": not alerts, "alerts": alerts, "log": {"files": files, "lost": lost},
+    return {"healthy": not alerts, "alerts": alerts, "log": {"files": files, "lost": lost, "damaged_lines": damaged},
             "thresholds": _thresholds(settings), "versions": versions_out}
 
 
@@ -79,7 +84,8 @@ def _thresholds(settings: Settings) -> dict:
 
     return {"tolerance": settings.tolerance, "psi": settings.psi or drift.PSI_THRESHOLD,
             "wasserstein": settings.wasserstein or drift.WASSERSTEIN_THRESHOLD, "missing_rise": drift.MISSING_RISE,
-            "season_days": drift.SEASON_DAYS, "min_matched": MIN_MATCHED, "min_drift_rows": MIN_DRIFT_ROWS}
+            "season_days": drift.SEASON_DAYS, "min_matched": MIN_MATCHED, "min_drift_rows": MIN_DRIFT_ROWS,
+            "min_events": MIN_EVENTS}
 
 
 def _model_names(workspace, ref: Optional[str]) -> list[str]:
@@ -124,9 +130,10 @@ def _version_report(workspace, info: dict, rows: pd.DataFrame, inputs: np.ndarra
     untimed = rows[rows["timestamp"].isna()]
     end = timed["timestamp"].max() if len(timed) else untimed["answered_at"].max()
     start = settings.since if settings.since is not None else end - settings.window
-    timed = timed[(timed["timestamp"] >= start) & (timed["timestamp"] <= end)]
-    untimed = untimed[(untimed["answered_at"] >= start) & (untimed["answered_at"] <= end)] if settings.since is None \
-        else untimed[untimed["answered_at"] >= start]
+    # (end - window, end]: a 7-day window of hourly forecasts holds 168 hours, as a calibration week does
+    after = (lambda t: t >= start) if settings.since is not None else (lambda t: t > start)
+    timed = timed[after(timed["timestamp"]) & (timed["timestamp"] <= end)]
+    untimed = untimed[after(untimed["answered_at"]) & (untimed["answered_at"] <= end)]
     if not len(timed) and not len(untimed):
         return None
     out = {"model": info["name"], "version": info["version"], "aliases": info["aliases"],
@@ -194,16 +201,38 @@ def _performance(joined: pd.DataFrame, info: dict, settings: Settings, alerts: l
                           f"{out['persistence']['f1']:.4f} on the same {len(matched)} forecasts "
                           f"({CONFIDENCE:.0%} interval of the difference {low:+.4f} to {high:+.4f})")
         test_f1 = info["metrics"].get("f1")
-        if test_f1 is not None and out["live"]["f1"] < test_f1 - settings.tolerance:
-            alerts.append(f"live macro F1 {out['live']['f1']:.4f} is more than {settings.tolerance:g} below the "
-                          f"registered test F1 {test_f1:.4f}")
+        events = int(min(y.sum(), len(y) - y.sum()))
+        out["judged_against_test"] = test_f1 is not None and events >= MIN_EVENTS
+        if out["judged_against_test"]:
+            f1_low, f1_high = out["f1_interval"] = list(_f1_interval(matched, days))
+            if f1_high < test_f1 - settings.tolerance:
+                alerts.append(f"live macro F1 {out['live']['f1']:.4f} (95% interval {f1_low:.4f} to {f1_high:.4f}) is "
+                              f"more than {settings.tolerance:g} below the registered test F1 {test_f1:.4f}")
     return out
 
 
 def _f1(y: np.ndarray, labels: np.ndarray) -> Optional[float]:
+    """A day's macro F1; a class neither observed nor forecast that day scores 1 for it (a dry day forecast
+    dry throughout is perfect, not 0.5)."""
     from sklearn.metrics import f1_score
 
-    return float(f1_score(y, labels, average="macro", labels=[0, 1], zero_division=0)) if len(y) else None
+    return float(f1_score(y, labels, average="macro", labels=[0, 1], zero_division=1.0)) if len(y) else None
+
+
+def _f1_interval(matched: pd.DataFrame, days: pd.Series) -> tuple[float, float]:
+    """A day-block bootstrap interval of live macro F1."""
+    y, codes, n_days = matched["truth"].to_numpy(), pd.factorize(days)[0], days.nunique()
+    cells = np.zeros((n_days, 4))
+    np.add.at(cells, (codes, 2 * y + matched["label"].to_numpy()), 1)
+    f1 = _macro_f1(_resampled(n_days) @ cells)
+    tail = (1 - CONFIDENCE) / 2
+    return float(np.quantile(f1, tail)), float(np.quantile(f1, 1 - tail))
+
+
+def _resampled(n_days: int) -> np.ndarray:
+    """``BOOTSTRAP`` resamples of ``n_days`` days, as how many times each day is drawn (seeded)."""
+    picks = np.random.default_rng(0).integers(0, n_days, size=(BOOTSTRAP, n_days))
+    return np.stack([np.bincount(p, minlength=n_days) for p in picks])
 
 
 def _f1_gap_interval(matched: pd.DataFrame, days: pd.Series) -> tuple[float, float]:
@@ -217,9 +246,7 @@ def _f1_gap_interval(matched: pd.DataFrame, days: pd.Series) -> tuple[float, flo
         cells = np.zeros((n_days, 4))
         np.add.at(cells, (codes, 2 * y + pred), 1)  # per day: tn, fp, fn, tp
         counts[name] = cells
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, n_days, size=(BOOTSTRAP, n_days))
-    weights = np.stack([np.bincount(p, minlength=n_days) for p in picks])
+    weights = _resampled(n_days)
     gap = _macro_f1(weights @ counts["model"]) - _macro_f1(weights @ counts["persistence"])
     tail = (1 - CONFIDENCE) / 2
     return float(np.quantile(gap, tail)), float(np.quantile(gap, 1 - tail))
@@ -250,12 +277,19 @@ def _drift(workspace, info: dict, recipe, rows: pd.DataFrame, X: np.ndarray, sta
     if group_col:
         live[group_col] = rows["group"].to_numpy()
     measures = {"level": (whole, live)}
-    if group_col and whole[group_col].nunique() > 1:
-        timed = live[live[ts].notna()]
+    timed = live[live[ts].notna()]
+    if group_col:  # departures only at times every group was forecast for: a median of fewer is another quantity
+        every = whole[group_col].nunique()
+        timed = timed[timed.groupby(ts)[group_col].transform("nunique").to_numpy() == every]
+    if group_col and whole[group_col].nunique() > 1 and len(timed):
         measures["departure"] = (whole[[ts, group_col]].join(drift.departures(whole, ts, group_col, checked)),
                                  timed[[ts, group_col]].join(drift.departures(timed, ts, group_col, checked)))
     thresholds = _thresholds(settings)
     out_features = []
+    cache = _calibration_file(workspace, info, settings.window)
+    calibration = _read_json(cache)
+    known = len(calibration)
+    plan = []  # (measure, group, feature, reference values of the group, its rows in season, live values)
     for measure, (ref_all, cur) in measures.items():
         times = ref_all[ts]
         in_season = drift.season_mask(times, start, end) & ~((times >= start) & (times <= end)).to_numpy()
@@ -266,24 +300,31 @@ def _drift(workspace, info: dict, recipe, rows: pd.DataFrame, X: np.ndarray, sta
             order = np.argsort(times[mine].to_numpy(), kind="stable")
             for name in checked:
                 ref_values = ref_all[name].to_numpy(np.float64)
-                limits = drift.calibrate(ref_values[mine][order], times[mine].iloc[order], settings.window)
-                limits = {"psi": max(limits["psi"], thresholds["psi"]),
-                          "wasserstein": max(limits["wasserstein"], thresholds["wasserstein"]), "chunks": limits["chunks"]}
-                d = drift.drift(ref_values[mine & in_season], cur_g[name].to_numpy(np.float64))
-                flagged = len(cur_g) >= MIN_DRIFT_ROWS and d.drifted(limits["psi"], limits["wasserstein"])
-                out_features.append({"feature": name, "group": g, "measure": measure, "live_rows": int(len(cur_g)),
-                                     "reference_rows": int((mine & in_season).sum()), "psi": d.psi,
-                                     "wasserstein": d.wasserstein, "psi_threshold": limits["psi"],
-                                     "wasserstein_threshold": limits["wasserstein"], "calibration_weeks": limits["chunks"],
-                                     "missing_live": d.missing_live, "missing_reference": d.missing_reference,
-                                     "drifted": flagged})
-                if flagged:
-                    where = f" at {g}" if g is not None else ""
-                    what = "its departure from the median of the groups" if measure == "departure" else "its level"
-                    alerts.append(f"input drift: {name}{where}, {what} (PSI {d.psi:.2f} >= {limits['psi']:.2f}, "
-                                  f"Wasserstein {d.wasserstein:.2f} sd >= {limits['wasserstein']:.2f})"
-                                  + (f", missing {d.missing_live:.0%} vs {d.missing_reference:.0%}" if
-                                     d.missing_live - d.missing_reference >= drift.MISSING_RISE else ""))
+                key = f"{measure}|{g}|{name}"
+                if key not in calibration:
+                    calibration[key] = drift.calibrate(ref_values[mine][order], times[mine].iloc[order], settings.window)
+                plan.append((measure, g, name, key, ref_values[mine & in_season], cur_g[name].to_numpy(np.float64)))
+    sigmas = drift.family_sigmas([calibration[key] for *_, key, _, _ in plan])
+    for measure, g, name, key, ref_values, live_values in plan:
+        limits = drift.limits(calibration[key], sigmas)
+        limits = {**limits, "psi": max(limits["psi"], thresholds["psi"]),
+                  "wasserstein": max(limits["wasserstein"], thresholds["wasserstein"])}
+        d = drift.drift(ref_values, live_values)
+        flagged = len(live_values) >= MIN_DRIFT_ROWS and d.drifted(limits["psi"], limits["wasserstein"])
+        out_features.append({"feature": name, "group": g, "measure": measure, "live_rows": int(len(live_values)),
+                             "reference_rows": int(len(ref_values)), "psi": d.psi, "wasserstein": d.wasserstein,
+                             "psi_threshold": limits["psi"], "wasserstein_threshold": limits["wasserstein"],
+                             "calibration_weeks": limits["chunks"], "missing_live": d.missing_live,
+                             "missing_reference": d.missing_reference, "drifted": flagged})
+        if flagged:
+            where = f" at {g}" if g is not None else ""
+            what = "its departure from the median of the groups" if measure == "departure" else "its level"
+            alerts.append(f"input drift: {name}{where}, {what} (PSI {d.psi:.2f} >= {limits['psi']:.2f}, "
+                          f"Wasserstein {d.wasserstein:.2f} sd >= {limits['wasserstein']:.2f})"
+                          + (f", missing {d.missing_live:.0%} vs {d.missing_reference:.0%}" if
+                             d.missing_live - d.missing_reference >= drift.MISSING_RISE else ""))
+    if len(calibration) > known:
+        _write_json(cache, calibration)
     times = whole[ts]
     reference = whole[drift.season_mask(times, start, end) & ~((times >= start) & (times <= end)).to_numpy()]
     prediction = None
@@ -296,7 +337,38 @@ def _drift(workspace, info: dict, recipe, rows: pd.DataFrame, X: np.ndarray, sta
             "from": _iso(reference[ts].min()) if len(reference) else None,
             "to": _iso(reference[ts].max()) if len(reference) else None,
             "datasets": [f"{d['name']}:{d['version']}" for d in info["datasets"].values() if d.get("name")]}
-    return {"reference": span, "features": out_features, "prediction": prediction, "calendar_skipped": sorted(calendar)}
+    return {"reference": span, "features": out_features, "prediction": prediction, "sigmas": sigmas,
+            "calendar_skipped": sorted(calendar)}
+
+
+def _calibration_file(workspace, info: dict, window: pd.Timedelta):
+    """Where a version's calibrated thresholds are kept: its registered rows never change, so they are computed
+    once per version and window length (most of a first run's time)."""
+    from mlpipe.monitoring import drift
+
+    tag = f"{info['name']}-{info['version']}-{int(window.total_seconds())}s-{drift.SEASON_DAYS}d-weeks"
+    return workspace.root / "monitoring" / "calibration" / f"{tag}.json"
+
+
+def _read_json(path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {}  # a file cut short (a killed run): computed again
+
+
+def _write_json(path, data: dict) -> None:
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _reference(workspace, info: dict, recipe) -> Optional[pd.DataFrame]:

@@ -56,7 +56,7 @@ def _daily(v: dict) -> bytes:
             label="persistence")
     if v.get("registered", {}).get("f1") is not None:
         ax.axhline(v["registered"]["f1"], color="#1f77b4", ls=":", lw=1, label="registered test F1")
-    ax.set_ylabel("macro F1 (by day of forecast_for)")
+    ax.set_ylabel("macro F1 per day")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=.3)
