@@ -204,8 +204,8 @@ class BatchLog:
         if self._writer is not None:
             try:
                 self._writer.close()
-            except OSError:
-                pass  # the file is being thrown away: its close failing changes nothing
+            except OSError as e:  # the file is being thrown away; the failure is kept, not raised over the cause
+                self.counts.last_error = self.counts.last_error or f"{e.strerror or e}: {e.filename or self.folder}"
             if self._tmp is not None:
                 self._tmp.unlink(missing_ok=True)
             self._writer = None
