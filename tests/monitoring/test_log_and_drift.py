@@ -20,7 +20,7 @@ def test_the_log_reads_back_what_was_written_and_skips_a_line_cut_short(tmp_path
         fh.write(b'{"id": "cut", "n": 3, "x": "AAAA\n')  # what a full disk leaves of a line
     log.write("m", 2, "predict", [0, 1], [0.25, 0.5], X2)
     log.close()
-    logged = read_log(tmp_path, "m", {})
+    logged = read_log(tmp_path, "m")
     rows = logged.rows
     assert logged.damaged == 1 and logged.lost == 0 and log.counts.logged == 3
     assert rows["source"].tolist() == ["forecast", "predict", "predict"]

@@ -30,7 +30,7 @@ def _monitor(ws, *args):
 def test_no_logged_forecast_is_lost_or_written_twice_across_a_sigkill(clean_replay):
     r = clean_replay
     info = r["model"].info
-    logged = read_log(r["ws"], REF, {info["version"]: info["features"]})
+    logged = read_log(r["ws"], REF)
     rows = logged.rows
     assert rows["id"].is_unique
     assert logged.lost == 0
@@ -165,7 +165,7 @@ def test_a_log_that_cannot_be_written_fails_no_request_and_the_loss_is_counted(n
         body = [{f: float(x) if np.isfinite(x) else None for f, x in zip(features, row)} for row in X]
         predicted = http.post(f"{server.url}/predict", json=body).json()["predictions"]
     assert "forecast log" in server.log_text()
-    logged = read_log(ws, REF, {})
+    logged = read_log(ws, REF)
     assert logged.lost == 3 and len(logged.rows) == 3
     rows = logged.rows
     assert list(rows["source"]) == ["forecast", "predict", "predict"]

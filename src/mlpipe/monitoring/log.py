@@ -238,8 +238,8 @@ class Logged:
     """lines that do not decode (cut short by a full disk)"""
 
 
-def read_log(workspace_root, model: str, features: dict[int, list[str]]) -> Logged:
-    """Everything logged for ``model`` (``features``: each version's input names, for the batch files)."""
+def read_log(workspace_root, model: str) -> Logged:
+    """Everything logged for ``model``."""
     import json
 
     import pandas as pd

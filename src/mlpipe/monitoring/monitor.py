@@ -40,8 +40,6 @@ class Settings:
     window: pd.Timedelta = pd.Timedelta(days=7)
     observations: Optional[str] = None
     tolerance: float = DEFAULT_TOLERANCE
-    psi: Optional[float] = None
-    wasserstein: Optional[float] = None
 
 
 def monitor(workspace, settings: Settings) -> dict:
@@ -49,18 +47,17 @@ def monitor(workspace, settings: Settings) -> dict:
     version with forecasts in the window."""
     from mlpipe.monitoring.log import FOLDER, read_log
 
-    names = _model_names(workspace, settings.model)
+    wanted = _wanted(workspace, settings.model)
     versions_out, alerts, lost, files, damaged = [], [], 0, 0, 0
-    for name in names:
+    for name, only in wanted:
         infos = _versions(workspace, name)
-        logged = read_log(workspace.root, name, {v: i["features"] for v, i in infos.items()})
+        logged = read_log(workspace.root, name)
         lost += logged.lost
         files += logged.files
         damaged += logged.damaged
         rows = logged.rows
-        if settings.model and ":" in settings.model or settings.model and "@" in settings.model:
-            wanted = _one_version(workspace, settings.model)
-            rows = rows[rows["version"] == wanted]
+        if only is not None:
+            rows = rows[rows["version"] == only]
         for version, part in rows.groupby("version", sort=True):
             info = infos.get(int(version))
             if info is None:
@@ -82,25 +79,27 @@ def monitor(workspace, settings: Settings) -> dict:
 def _thresholds(settings: Settings) -> dict:
     from mlpipe.monitoring import drift
 
-    return {"tolerance": settings.tolerance, "psi": settings.psi or drift.PSI_THRESHOLD,
-            "wasserstein": settings.wasserstein or drift.WASSERSTEIN_THRESHOLD, "missing_rise": drift.MISSING_RISE,
+    return {"tolerance": settings.tolerance, "psi": drift.PSI_THRESHOLD,
+            "wasserstein": drift.WASSERSTEIN_THRESHOLD, "missing_rise": drift.MISSING_RISE,
             "season_days": drift.SEASON_DAYS, "min_matched": MIN_MATCHED, "min_drift_rows": MIN_DRIFT_ROWS,
             "min_events": MIN_EVENTS}
 
 
-def _model_names(workspace, ref: Optional[str]) -> list[str]:
+def _wanted(workspace, ref: Optional[str]) -> list[tuple[str, Optional[int]]]:
+    """(model name, version or None for all) to monitor: ``ref``'s, or every model with a forecast log."""
     from mlpipe.monitoring.log import FOLDER
 
     if ref:
         from mlpipe.store.models import get_version
 
-        return [get_version(workspace, ref).name]
+        found = get_version(workspace, ref)
+        return [(found.name, int(found.version) if (":" in ref or "@" in ref) else None)]
     folder = workspace.root / FOLDER
     names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not names:
         raise DataError(f"no logged forecasts to monitor in {folder}: serve a model (GET /forecast, POST "
                         f"/predict) or run mlpipe predict first")
-    return names
+    return [(name, None) for name in names]
 
 
 def _versions(workspace, name: str) -> dict[int, dict]:
@@ -111,12 +110,6 @@ def _versions(workspace, name: str) -> dict[int, dict]:
     except Exception as e:  # noqa: BLE001 -- MLflow's own error types vary by store
         raise NotFoundError(f"model {name!r}: {e}") from None
     return {int(v.version): describe(v) for v in found}
-
-
-def _one_version(workspace, ref: str) -> int:
-    from mlpipe.store.models import get_version
-
-    return int(get_version(workspace, ref).version)
 
 
 def _version_report(workspace, info: dict, rows: pd.DataFrame, inputs: np.ndarray, settings: Settings) -> Optional[dict]:
@@ -145,7 +138,6 @@ def _version_report(workspace, info: dict, rows: pd.DataFrame, inputs: np.ndarra
         joined = join(timed, observed, recipe)
         out.update(_performance(joined, info, settings, out["alerts"]))
     else:
-        joined = timed.assign(state="no truth")
         out.update({"matched": 0, "pending": 0, "no_truth": int(len(timed)), "groups": [], "daily": []})
     both = pd.concat([timed, untimed])
     out["drift"] = _drift(workspace, info, recipe, both, inputs[both["_x"].to_numpy()], start, end, settings,
