@@ -50,7 +50,7 @@ def test_source_override_wins(tmp_path):
     (BASE.replace('above = 0.0', 'above = 0.0\npositive = [1]'), r"exactly one of 'above' or 'positive'"),
     (BASE + "\n[models.xgb]\nenabled = true\n", r"unknown model kind 'xgb'"),
     (BASE + "\n[models.svm]\nstrategy = \"annealing\"\n", r"key 'models.svm.strategy'"),
-    (BASE.replace('timestamp = "t"\n', ''), r"key 'data.timestamp': required key is missing"),
+    (BASE.replace('timestamp = "t"\n', ''), r"key 'data': a time series .* needs a 'timestamp' column"),
     ("this is = not toml [", r"not valid TOML"),
     (BASE + "\n[models.svm]\nstrategy = \"tpe\"\nspace = {C = {low = 10, high = 1}}\n",
      r"key 'models.svm.space.C': low \(10\) must be below high \(1\)"),

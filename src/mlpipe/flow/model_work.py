@@ -17,10 +17,11 @@ import pandas as pd
 from mlpipe import faults, provenance
 from mlpipe.config import Config
 from mlpipe.flow.results import ModelOutcome
-from mlpipe.graph import INPUT, OUTPUTS, imputes_missing, predict_onnx
+from mlpipe.graph import CATEGORIES, INPUT, OUTPUTS, imputes_missing, predict_onnx
 from mlpipe.report.evidence import measure
 from mlpipe.report.render import model_pngs, ranking_pngs
 from mlpipe.steps import evaluate, package, train
+from mlpipe.steps.features import known_categories
 from mlpipe.steps.register import short
 from mlpipe.steps.threshold import labels_and_proba
 from mlpipe.store.models import sha256
@@ -100,8 +101,9 @@ def check_model(trained: train.Trained, onnx: bytes | None, name: str, config: C
     if onnx is not None:  # from here on, every figure is the registered artifact's own
         parity = package.check_parity(trained.kind, onnx, X_test, y_test, sk_labels, sk_proba, sk_metrics)
         metrics, labels, proba = parity.metrics, parity.labels, parity.proba
-        evidence = measure(onnx, X_test, y_test, config.model_features, threads=threads, proba=parity.proba)
-    confusion = evaluate.confusion(y_test, labels)
+        evidence = measure(onnx, X_test, y_test, config.model_features + config.categorical, threads=threads,
+                           proba=parity.proba)
+    confusion = evaluate.confusion(y_test, labels, len(config.target.classes) if config.target.multiclass else 2)
     if onnx is not None:
         val_labels, val_proba = predict_onnx(onnx, validation.X)
     else:
@@ -111,7 +113,8 @@ def check_model(trained: train.Trained, onnx: bytes | None, name: str, config: C
     one_class = int(classes[0]) if len(classes) == 1 else None
     try:
         with _drawing:
-            pngs = model_pngs(name, confusion, evidence and evidence[1], trained.cv_results, colour)
+            pngs = model_pngs(name, confusion, evidence and evidence[1], trained.cv_results, colour,
+                              config.target.classes)
     except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
         pngs = {}
     return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs, val_metrics, one_class)
@@ -153,17 +156,25 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
         client.log_dict(run_id, {"metrics": metrics, "validation": c.validation, "sklearn_metrics": c.sk_metrics,
                                  "onnx_label_agreement": parity and parity.agreement,
                                  "onnx_max_probability_gap": parity and parity.max_proba_gap,
-                                 "confusion_matrix": confusion, "confusion_matrix_layout": "[[tn, fp], [fn, tp]]",
-                                 "reliability": evaluate.reliability(y_test, c.proba)},
+                                 "confusion_matrix": confusion, "confusion_matrix_layout":
+                                     "[[tn, fp], [fn, tp]]" if c.proba.ndim == 1 else
+                                     "rows: true class, columns: predicted class, in the order of classes",
+                                 "classes": config.target.classes,
+                                 "reliability": evaluate.reliability(y_test, c.proba) if c.proba.ndim == 1 else None},
                         "evaluation.json")
         digest, report_evidence = None, c.evidence
         if onnx is not None:
             client.log_dict(run_id, {"permutation_importance": report_evidence[1].to_dict(orient="records")},
                             "importance.json")
             digest = sha256(onnx)
+            categories = known_categories(trained.model)
+            inputs = [{"name": INPUT, "dtype": "float32", "shape": [None, len(config.model_features)]}] * bool(
+                config.model_features) + [{"name": CATEGORIES, "dtype": "string", "shape": [None, len(
+                    config.categorical)]}] * bool(config.categorical)
             log_model_files(client, run_id, onnx, {
                 "name": name, "kind": trained.kind, "features": config.model_features,
-                "input": {"name": INPUT, "dtype": "float32", "shape": [None, len(config.model_features)]},
+                "categorical": config.categorical, "categories": categories, "classes": config.target.classes,
+                "input": inputs[0], "inputs": inputs,
                 "outputs": list(OUTPUTS), "params": trained.params, "metrics": metrics,
                 "validation": c.validation, "onnx_sha256": digest})
             client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
@@ -177,7 +188,8 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
     return ModelOutcome(trained.kind, name, run_id, trained.params, metrics, confusion, digest, trained.cv_results,
                         report_evidence, pngs=c.pngs, validation=c.validation,
                         validation_one_class=c.validation_one_class,
-                        imputes_missing=imputes_missing(onnx) if onnx is not None else None)
+                        imputes_missing=imputes_missing(onnx) if onnx is not None else None,
+                        categories=known_categories(trained.model) if onnx is not None else {})
 
 
 def log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:
@@ -192,7 +204,9 @@ def draw_ranking(checks: dict, y_test: np.ndarray, colours: dict[str, str]):
     (``checks``: model name -> future of its ``Checked``), and their names; None if they could not be drawn
     (the report draws them again, and warns if that fails too)."""
     evidence = {name: c.result().evidence for name, c in checks.items()}
-    curves = {name: (y_test, e[0]) for name, e in evidence.items() if e}
+    curves = {name: (y_test, e[0]) for name, e in evidence.items() if e and e[0].ndim == 1}  # binary models
+    if not curves:  # none to draw (a target of several classes)
+        return (), {}
     try:
         with _drawing:
             return tuple(curves), ranking_pngs(curves, colours)

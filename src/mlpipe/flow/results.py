@@ -35,6 +35,8 @@ class ModelOutcome:
     """The class it answers for every validation row, if it does (never promoted)."""
     imputes_missing: bool | None = None
     """Whether its graph imputes missing inputs itself (``graph.imputes_missing``), registered as a tag."""
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    """Per categorical column, the categories its encoder learned (``features.known_categories``)."""
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "kind": self.kind, "metrics": self.metrics,

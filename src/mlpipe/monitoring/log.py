@@ -66,9 +66,11 @@ class ForecastLog:
         self._cut = False  # the last write was cut short
 
     def write(self, model: str, version: int, source: str, labels, proba, X: np.ndarray,
-              groups: Optional[list] = None, times: Optional[list] = None, forecast_for: Optional[list] = None) -> None:
-        """Log one request's forecasts (``X``: the model's float32 input, one row per forecast). Never raises
-        for a log that cannot be written: the loss is counted instead."""
+              groups: Optional[list] = None, times: Optional[list] = None, forecast_for: Optional[list] = None,
+              categories: Optional[np.ndarray] = None) -> None:
+        """Log one request's forecasts (``X``: the model's float32 input, one row per forecast; ``categories``:
+        its string input, if it has one). Never raises for a log that cannot be written: the loss is counted
+        instead."""
         from pydantic_core import to_json
 
         now = time.time()
@@ -80,6 +82,8 @@ class ForecastLog:
                 "group": groups, "timestamp": times, "forecast_for": forecast_for,
                 "label": np.asarray(labels).tolist(), "probability": np.asarray(proba, dtype=np.float64).tolist(),
                 "x": base64.b64encode(np.ascontiguousarray(X, dtype=np.float32).tobytes()).decode("ascii")}
+        if categories is not None:
+            line["c"] = np.asarray(categories, dtype=object).tolist()
         data = to_json(line) + b"\n"
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         with self._lock:
@@ -135,8 +139,8 @@ class BatchLog:
     """A batch run's forecasts, written to a Parquet file beside the server's lines and put in place by
     ``commit`` (when the run's output is). A failure to write is counted, as a server counts it."""
 
-    def __init__(self, workspace_root, model: str, version: int, features: list[str]):
-        self.model, self.version, self.features = model, version, features
+    def __init__(self, workspace_root, model: str, version: int, features: list[str], categorical=()):
+        self.model, self.version, self.features, self.categorical = model, version, features, list(categorical)
         self.folder = log_dir(workspace_root, model)
         self.counts = LogCounts()
         self.id = uuid.uuid4().hex
@@ -144,8 +148,10 @@ class BatchLog:
         self._tmp: Path | None = None
         self._rows = 0
 
-    def write(self, labels, proba, X: np.ndarray, groups=None, times=None, forecast_for=None) -> None:
-        """One chunk's forecasts; ``times`` and ``forecast_for`` as int64 nanoseconds (UTC)."""
+    def write(self, labels, proba, X: np.ndarray, groups=None, times=None, forecast_for=None,
+              categories: Optional[np.ndarray] = None) -> None:
+        """One chunk's forecasts; ``times`` and ``forecast_for`` as int64 nanoseconds (UTC); ``categories``: the
+        string input of a model with categorical columns."""
         import pyarrow as pa
 
         n = len(X)
@@ -158,9 +164,11 @@ class BatchLog:
                 "answered_at": pa.array(np.full(n, int(now * 1e9), "datetime64[ns]"), pa.timestamp("ns", "UTC")),
                 "group": pa.array(groups, pa.string()) if groups is not None else pa.nulls(n, pa.string()),
                 "timestamp": _times(times, n), "forecast_for": _times(forecast_for, n),
-                "label": pa.array(np.asarray(labels, np.int64)), "probability": pa.array(np.asarray(proba, np.float64))}
+                "label": pa.array(np.asarray(labels, np.int64)), "probability": _probabilities(proba)}
         for j, name in enumerate(self.features):
             cols[f"x.{name}"] = pa.array(np.ascontiguousarray(X[:, j], dtype=np.float32))
+        for j, name in enumerate(self.categorical if categories is not None else []):
+            cols[f"c.{name}"] = pa.array(np.asarray(categories)[:, j].tolist(), pa.string())
         table = pa.table(cols)
         if self.counts.lost:  # once a write failed the file may be damaged: the rest is lost too, and not kept
             self.counts.lost += n
@@ -295,3 +303,11 @@ def read_log(workspace_root, model: str) -> Logged:
     rows["version"] = rows["version"].astype("int64")
     rows["_x"] = rows.groupby("version").cumcount()  # the row of inputs[version] that is this forecast's input
     return Logged(rows, {v: np.concatenate(xs) for v, xs in inputs.items()}, lost, files, damaged)
+
+
+def _probabilities(proba):
+    """The positive class's probabilities, or for several classes each row's list of them."""
+    import pyarrow as pa
+
+    proba = np.asarray(proba, np.float64)
+    return pa.array(proba) if proba.ndim == 1 else pa.array(proba.tolist(), pa.list_(pa.float64()))

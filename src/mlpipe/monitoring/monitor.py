@@ -48,9 +48,12 @@ def monitor(workspace, settings: Settings) -> dict:
     from mlpipe.monitoring.log import FOLDER, read_log
 
     wanted = _wanted(workspace, settings.model)
-    versions_out, alerts, lost, files, damaged = [], [], 0, 0, 0
+    versions_out, alerts, lost, files, damaged, rows_only = [], [], 0, 0, 0, []
     for name, only in wanted:
         infos = _versions(workspace, name)
+        if infos and not all(_forecasts(i) for i in infos.values()):
+            rows_only.append(name)  # independent rows: no truth arrives later by timestamp to join
+            continue
         logged = read_log(workspace.root, name)
         lost += logged.lost
         files += logged.files
@@ -71,9 +74,19 @@ def monitor(workspace, settings: Settings) -> dict:
         raise DataError(f"no logged forecasts to monitor in {where}"
                         + (f" for {settings.model}" if settings.model else "")
                         + (f" since {settings.since}" if settings.since is not None else "")
-                        + ": serve the model (GET /forecast, POST /predict) or run mlpipe predict first")
+                        + ": serve the model (GET /forecast, POST /predict) or run mlpipe predict first"
+                        + (f" (not monitored: {', '.join(rows_only)}, models of independent rows, data.series = "
+                           f"false: no truth arrives later by timestamp)" if rows_only else ""))
     return {"healthy": not alerts, "alerts": alerts, "log": {"files": files, "lost": lost, "damaged_lines": damaged},
             "thresholds": _thresholds(settings), "versions": versions_out}
+
+
+def _forecasts(info: dict) -> bool:
+    """Whether a version forecasts a time series (its truth arrives later, by timestamp)."""
+    import json
+
+    spec = info.get("tags", {}).get("mlpipe.feature_spec")
+    return json.loads(spec).get("series", True) if spec else True
 
 
 def _thresholds(settings: Settings) -> dict:

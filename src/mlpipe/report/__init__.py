@@ -27,7 +27,7 @@ def write_report(result, config, workspace) -> Path:
     from mlpipe.report.render import render
     from mlpipe.store.models import write_atomic
 
-    html = render(result, config, gather(result, config.model_features, workspace))
+    html = render(result, config, gather(result, config, workspace))
     path = report_path(workspace, result.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, html.encode("utf-8"))

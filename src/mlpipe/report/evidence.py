@@ -23,6 +23,8 @@ class SplitBalance:
     rows: int
     positives: int
     time_range: tuple[str, str]
+    counts: tuple[int, ...] = ()
+    """Rows per class (label 0, 1, …): what the page shows for a target of several classes."""
 
     @property
     def positive_rate(self) -> float:
@@ -61,10 +63,10 @@ class OnnxClassifier:
     def fit(self, X, y):  # noqa: ARG002 -- scikit-learn's scorers require the estimator interface
         return self
 
-    def _run(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from mlpipe.graph import INPUT, OUTPUTS
+    def _run(self, X) -> tuple[np.ndarray, np.ndarray]:
+        from mlpipe.graph import OUTPUTS, feed
 
-        labels, proba = self._session.run(list(OUTPUTS), {INPUT: np.asarray(X, dtype=np.float32)})
+        labels, proba = self._session.run(list(OUTPUTS), feed(self._session, X))
         return labels, proba
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -82,11 +84,15 @@ def measure(onnx: bytes, X: np.ndarray, y: np.ndarray, features: list[str], thre
     model = OnnxClassifier(onnx, threads)
     sample = _sample(len(y))
     if proba is None:
-        proba = model.predict_proba(X)[:, 1]
-    return proba, permutation_importance(model, X[sample], y[sample], features)
+        from mlpipe.graph import positive
+
+        proba = positive(model.predict_proba(X))
+    rows = X.iloc[sample] if hasattr(X, "iloc") else X[sample]
+    k = proba.shape[1] if proba.ndim == 2 else 2
+    return proba, permutation_importance(model, rows, y[sample], features, k)
 
 
-def gather(result, features: list[str], workspace) -> Evidence:
+def gather(result, config, workspace) -> Evidence:
     """The registered train/validation/test datasets' balance, and per registered model what the plots need: measured by
     the run on the very ONNX bytes it registered (``ModelOutcome.evidence``), else measured here from the
     model loaded from the registry."""
@@ -95,13 +101,19 @@ def gather(result, features: list[str], workspace) -> Evidence:
     train = workspace.datasets.load(_ref(result.datasets["train"]))
     test = workspace.datasets.load(_ref(result.datasets["test"]))
     r = result.ingest_report
-    splits = [SplitBalance("train", len(train), int(train[LABEL].sum()), tuple(r.train_range))]
+    k = len(config.target.classes) if config.target.multiclass else 2
+    counts = lambda df: tuple(int(n) for n in np.bincount(df[LABEL].to_numpy(), minlength=k))  # noqa: E731
+    positives = lambda df: 0 if k > 2 else int(df[LABEL].sum())  # noqa: E731
+    splits = [SplitBalance("train", len(train), positives(train), tuple(r.train_range), counts(train))]
     if "validation" in result.datasets:
         validation = workspace.datasets.load(_ref(result.datasets["validation"]))
-        splits.append(SplitBalance("validation", len(validation), int(validation[LABEL].sum()),
-                                   tuple(r.validation_range)))
-    splits.append(SplitBalance("test", len(test), int(test[LABEL].sum()), tuple(r.test_range)))
-    X, y = test[features].to_numpy(dtype=np.float32), test[LABEL].to_numpy()
+        splits.append(SplitBalance("validation", len(validation), positives(validation),
+                                   tuple(r.validation_range), counts(validation)))
+    splits.append(SplitBalance("test", len(test), positives(test), tuple(r.test_range), counts(test)))
+    from mlpipe.featurize import feature_matrix
+
+    X, y = feature_matrix(test, config), test[LABEL].to_numpy()
+    features = config.model_features + config.categorical
     models = {}
     for o in result.models:
         if o.version is None:
@@ -121,13 +133,16 @@ def _sample(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, IMPORTANCE_ROWS, replace=False))
 
 
-def permutation_importance(model, X: np.ndarray, y: np.ndarray, features: list[str]) -> pd.DataFrame:
-    """How much test macro F1 drops when each feature's values are shuffled (largest first)."""
+def permutation_importance(model, X: np.ndarray, y: np.ndarray, features: list[str], k: int = 2) -> pd.DataFrame:
+    """How much test macro F1 (over ``k`` classes) drops when each feature's values are shuffled (largest
+    first)."""
     from sklearn import inspection
     from sklearn.metrics import f1_score
 
+    classes = list(range(k))
+
     def macro_f1(estimator, X_, y_):
-        return f1_score(y_, estimator.predict(X_), labels=[0, 1], average="macro", zero_division=0)
+        return f1_score(y_, estimator.predict(X_), labels=classes, average="macro", zero_division=0)
 
     r = inspection.permutation_importance(model, X, y, scoring=macro_f1, n_repeats=IMPORTANCE_REPEATS,
                                           random_state=0, n_jobs=1)

@@ -35,18 +35,21 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def confusion(matrix: Sequence[Sequence[int]], title: str) -> bytes:
-    """A 2x2 confusion matrix ``[[tn, fp], [fn, tp]]`` with counts and row shares in each cell."""
+def confusion(matrix: Sequence[Sequence[int]], title: str, classes: Sequence[str] | None = None) -> bytes:
+    """A confusion matrix (2x2 ``[[tn, fp], [fn, tp]]``, or k x k) with counts and row shares in each cell;
+    ``classes`` names the rows and columns (default 0, 1, …)."""
     m = np.asarray(matrix, dtype=float)
+    k = len(m)
+    names = list(classes) if classes else [str(i) for i in range(k)]
     shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    fig = _figure(3.6, 3.2)
+    fig = _figure(3.6 + 0.9 * max(0, k - 2), 3.2 + 0.8 * max(0, k - 2))
     ax = fig.subplots()
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(m):
         ax.text(j, i, f"{int(count)}\n{shares[i, j]:.1%}", ha="center", va="center",
                 color="white" if shares[i, j] > 0.6 else "black", fontsize=11)
-    ax.set_xticks([0, 1], ["0", "1"])
-    ax.set_yticks([0, 1], ["0", "1"])
+    ax.set_xticks(range(k), names, rotation=30 if k > 2 else 0, ha="right" if k > 2 else "center")
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(title, fontsize=10)

@@ -51,14 +51,30 @@ def context(result, config, evidence: Evidence) -> dict:
         "splits": evidence.splits, "metric_labels": METRIC_LABELS,
         "models": model_rows(result.models, champion, config.registry.select_by),
         "select_by": METRIC_LABELS.get(config.registry.select_by, "Brier score"),
-        "plots": plot_sections(result, evidence),
+        "plots": plot_sections(result, evidence, config.target.classes, config.data.timestamp is not None),
         "lineage": lineage(result), "importance_rows": evidence.importance_rows,
+        "classes": config.target.classes, "per_class": per_class_rows(result.models, config.target.classes),
+        "baseline_text": 'persistence baseline ("later = now")' if config.data.series else
+                         "class-prior baseline (the training rows' class shares; label: the majority class)",
     }
+
+
+def per_class_rows(models, classes) -> list[dict]:
+    """A target of several classes: each model's test precision, recall and F1 per class (empty otherwise)."""
+    if not classes:
+        return []
+    return [{"model": f"{m.name}:{m.version}" if m.version else m.name, "class": c,
+             **{k: _num(m.metrics.get(f"{k}_{i}")) for k in ("precision", "recall", "f1")}}
+            for m in models for i, c in enumerate(classes)]
 
 
 def data_facts(r, config) -> list[tuple[str, str]]:
     target = config.target
-    if target.above is not None:
+    balance = (", ".join(f"{c} {n:,}" for c, n in r.class_counts.items()) if target.multiclass
+               else f"{r.positive_rate:.1%} positive")
+    if target.multiclass:
+        rule = None
+    elif target.above is not None:
         rule = f"{target.column} > {target.above:g}"
     elif len(target.positive) == 1:
         rule = f"{target.column} = {target.positive[0]}"
@@ -67,15 +83,27 @@ def data_facts(r, config) -> list[tuple[str, str]]:
     return [
         ("source", config.data.source),
         ("rows read", f"{r.rows_read:,}"),
-        ("rows labelled", f"{r.rows_labelled:,} ({r.positive_rate:.1%} positive)"),
-        ("label", f"1 when {rule} holds {target.horizon} later (same {config.data.group or 'series'}, "
-                  f"matched by timestamp)"),
-        ("features", ", ".join(config.data.features)),
+        ("rows labelled", f"{r.rows_labelled:,} ({balance})"),
+        ("label", f"the row's own {target.column}: " + ", ".join(f"{c} ({i})" for i, c in enumerate(target.classes))
+         if target.multiclass else
+         f"1 when {rule} holds {target.horizon} later (same {config.data.group or 'series'}, "
+         f"matched by timestamp)" if config.data.series else
+         f"1 when the row's own {rule} (independent rows: data.series = false)"),
+        ("features", ", ".join(config.data.features) or "none"),
+        *([("categorical features", ", ".join(config.data.categorical) + f" (one-hot up to "
+                                    f"{config.data.onehot_max} categories, ordinal codes above; unseen and "
+                                    f"missing ones answered)")] if config.data.categorical else []),
         ("derived features", ", ".join(config.features.derived()) or "none"),
         ("split", f"by time: the last {config.split.test_fraction:.0%} of timestamps are the test split, for "
                   f"reporting only; the last {config.split.validation_fraction:.0%} of the timestamps before them "
                   f"the validation split, which no fit saw, where models are compared and the champion chosen; "
-                  f"{config.split.cv_folds} time-ordered CV folds in the rest"),
+                  f"{config.split.cv_folds} time-ordered CV folds in the rest" if config.data.timestamp else
+                  f"at random (seed {config.split.seed}), stratified by class"
+                  + (f", whole {config.data.group} groups to one side" if config.data.group else "") +
+                  f": {config.split.test_fraction:.0%} of the rows are the test split, for reporting only; "
+                  f"{config.split.validation_fraction:.0%} of the rest the validation split, which no fit saw, where "
+                  f"models are compared and the champion chosen; {config.split.cv_folds} stratified CV folds in "
+                  f"the rest"),
     ]
 
 
@@ -85,21 +113,30 @@ def validation_rows(r, config) -> list[tuple[str, str, str]]:
     impossible = "; ".join(f"{c}: {n:,} outside [{ranges[c][0]:g}, {ranges[c][1]:g}]" if c in ranges
                            else f"{c}: {n:,} not finite" for c, n in r.impossible_values.items())
     missing = "; ".join(f"{c}: {n:,}" for c, n in r.missing_values.items())
-    return [
-        ("rows without a timestamp", f"{r.missing_timestamps_dropped:,}", "dropped"),
+    series = config.data.series
+    duplicates = [
         ("exact duplicate rows", f"{r.exact_duplicates_dropped:,}", "dropped (one copy kept)"),
         ("timestamps with conflicting rows", f"{r.conflicting_timestamps:,} ({r.conflicting_rows_dropped:,} rows)",
          "all their rows dropped"),
+    ] if series else [("equal rows", "not checked", "kept: independent rows (data.series = false) may be alike")]
+    timed = config.data.timestamp is not None
+    rows = [
+        ("rows without a timestamp", f"{r.missing_timestamps_dropped:,}", "dropped"),
+        *duplicates,
         ("unsorted rows", f"{r.backward_time_jumps:,} backward jumps in time", "rows sorted by time"),
         ("impossible values", impossible or "none", "set to missing"),
         ("missing values per feature", missing or "none",
-         "imputed inside each model with the training median"),
+         "imputed inside each model with the training median" + ("; a missing category is a category of its own"
+                                                                  if config.data.categorical else "")),
         ("rows without a label", f"{r.unlabelled_dropped:,}",
-         f"dropped: no observation {config.target.horizon} later"),
+         f"dropped: no observation {config.target.horizon} later" if series else "dropped: no target value"),
         ("rows labelled inside the test period", f"{r.embargo_dropped:,}", "dropped (embargo)"),
         ("train rows labelled inside the validation period", f"{r.validation_embargo_dropped:,}",
          "dropped (embargo)"),
     ]
+    clock = ("rows without a timestamp", "unsorted rows", "rows labelled inside the test period",
+             "train rows labelled inside the validation period")
+    return rows if timed else [row for row in rows if row[0] not in clock]
 
 
 def model_rows(models, champion: str | None, select_by: str = "f1") -> list[dict]:
@@ -141,10 +178,10 @@ def _num(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
-def model_pngs(name: str, confusion, importance, cv_results, colour: str) -> dict[str, bytes]:
+def model_pngs(name: str, confusion, importance, cv_results, colour: str, classes=None) -> dict[str, bytes]:
     """One model's own plots by plot key: the run draws them as soon as the model is tracked, beside the next
     model's training, rather than all at the end (``ModelOutcome.pngs``)."""
-    out = {f"confusion:{name}": plots.confusion(confusion, f"{name} (test split)")}
+    out = {f"confusion:{name}": plots.confusion(confusion, f"{name} (test split)", classes)}
     if importance is not None:
         out[f"importance:{name}"] = plots.importance(importance, f"{name}: permutation importance", colour)
     trials = plots.trials(cv_results, f"{name}: search trials") if cv_results is not None else None
@@ -159,17 +196,18 @@ def ranking_pngs(curves, colours) -> dict[str, bytes]:
             "reliability": plots.reliability(curves, colours)}
 
 
-def plot_sections(result, evidence: Evidence) -> list[dict]:
+def plot_sections(result, evidence: Evidence, classes=None, timed: bool = True) -> list[dict]:
     """The plots in the order the page shows them, grouped under headings; a model's own plots as the run
-    drew them, if it did."""
+    drew them, if it did. ``classes``: the class names of a target of several classes."""
     colours = plots.palette([m.name for m in result.models])
     drawn: dict[str, bytes] = {}
     for m in result.models:
         e = evidence.models.get(m.name)
-        drawn.update(m.pngs or model_pngs(m.name, m.confusion, e and e.importance, m.cv_results, colours[m.name]))
+        drawn.update(m.pngs or model_pngs(m.name, m.confusion, e and e.importance, m.cv_results, colours[m.name],
+                                          classes))
     confusion = [Plot(f"confusion:{m.name}", m.name, "rows: true label, columns: predicted; count and share of "
                       "the true label's rows", drawn[f"confusion:{m.name}"]) for m in result.models]
-    curves = {name: (e.y_true, e.proba) for name, e in evidence.models.items()}
+    curves = {name: (e.y_true, e.proba) for name, e in evidence.models.items() if e.proba.ndim == 1}  # binary
     ranking = []
     if curves:
         pre = result.ranking_pngs  # drawn by the run for these same models, or to draw now
@@ -188,8 +226,9 @@ def plot_sections(result, evidence: Evidence) -> list[dict]:
     for m in result.models:
         png = drawn.get(f"trials:{m.name}")
         if png is not None:
-            trials.append(Plot(f"trials:{m.name}", m.name, f"{len(m.cv_results)} candidates, scored by "
-                               "time-ordered cross-validation on the training split", png))
+            folds = "time-ordered" if timed else "stratified"
+            trials.append(Plot(f"trials:{m.name}", m.name, f"{len(m.cv_results)} candidates, scored by {folds} "
+                               "cross-validation on the training split", png))
     sections = [("Confusion matrices", confusion), ("ROC, precision-recall and reliability", ranking),
                 ("Feature importance", importance), ("Search trials", trials)]
     return [{"title": title, "plots": items} for title, items in sections if items]

@@ -17,8 +17,8 @@ from mlpipe import __version__
 from mlpipe.serving.follow import AliasFollower
 from mlpipe.serving.middleware import BearerAuth
 from mlpipe.serving.model import ModelSlot
-from mlpipe.serving.schemas import (ForecastResponse, Health, Metadata, ObservationsResponse, PredictResponse,
-                                    predict_body, record_model)
+from mlpipe.serving.schemas import (ClassPredictResponse, ForecastResponse, Health, Metadata, ObservationsResponse,
+                                    PredictResponse, predict_body, record_model)
 
 if TYPE_CHECKING:
     from mlpipe.monitoring.log import ForecastLog
@@ -38,9 +38,10 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
     ``forecaster`` (if any) adds ``/observations`` and ``/forecast``; ``log`` (if any) keeps every answer
     (``mlpipe.monitoring.log``), written before the answer goes out."""
     model = slot.current
-    n_features = len(model.features)
-    record = record_model(model.features, model.nullable)
-    values = operator.attrgetter(*(f"f{i}" for i in range(n_features)))
+    n_features, n_categorical = len(model.features), len(model.categorical)
+    record = record_model(model.features, model.nullable, model.categorical, model.categories)
+    values = operator.attrgetter(*(f"f{i}" for i in range(n_features))) if n_features else (lambda r: ())
+    texts = operator.attrgetter(*(f"c{i}" for i in range(n_categorical))) if n_categorical else None
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -59,29 +60,38 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
                   description=f"Predictions of the registered model {ref or model.name}; features: "
                               f"{', '.join(model.features)}.", lifespan=lifespan, max_body_size=max_body_bytes)
 
-    @app.post("/predict", response_model=PredictResponse, responses={
+    classes = model.classes
+
+    @app.post("/predict", response_model=ClassPredictResponse if classes else PredictResponse, responses={
         400: {"description": "The body is not text (undecodable bytes)"},
         413: {"description": "Request body too large"},
         422: {"description": "Not JSON, or a record is not valid: the error's loc names the field"}})
     async def predict(body: Annotated[predict_body(record), Body()]):
-        """Label and positive-class probability for one record or a list of records, in order."""
+        """Label and positive-class probability (for several classes: the class by name, its probability and
+        every class's) for one record or a list of records, in order."""
         records = body if isinstance(body, list) else [body]
         current = slot.current  # this request keeps this model even if the alias moves meanwhile
         X = np.array([values(r) for r in records], dtype=np.float32).reshape(len(records), n_features)
+        C = _categories([texts(r) for r in records], model.categorical) if texts is not None else None
         if len(records) <= INLINE_ROWS:
-            labels, proba = current.predict(X)
+            labels, proba = current.predict(X, C)
         else:
-            labels, proba = await run_in_threadpool(current.predict, X)
-        bad = np.flatnonzero(~np.isfinite(proba))
+            labels, proba = await run_in_threadpool(current.predict, X, C)
+        finite = np.isfinite(proba)
+        bad = np.flatnonzero(~(finite.all(axis=1) if proba.ndim == 2 else finite))
         if bad.size:
             loc = ["body", "records", int(bad[0])] if isinstance(body, list) else ["body", "record"]
             raise RequestValidationError([{"type": "value_error", "loc": loc,
                                            "msg": "The model gives no finite probability for these values"}])
         if log is not None:  # before the answer goes out
-            log.write(current.name, current.version, "predict", labels, proba, X)
+            log.write(current.name, current.version, "predict", labels, proba, X, categories=C)
         # Built in the shape PredictResponse documents and serialised without validating it again, which
         # saves about a sixth of a 1,000-record request; schemathesis checks the shape in the tests.
-        predictions = [{"label": lab, "probability": p} for lab, p in zip(labels.tolist(), proba.tolist())]
+        if classes:  # several classes: by name, with every class's probability
+            predictions = [{"label": classes[lab], "probability": p[lab], "probabilities": dict(zip(classes, p))}
+                           for lab, p in zip(labels.tolist(), proba.tolist())]
+        else:
+            predictions = [{"label": lab, "probability": p} for lab, p in zip(labels.tolist(), proba.tolist())]
         return Response(to_json({"model": {"name": current.name, "version": current.version},
                                  "predictions": predictions}), media_type="application/json")
 
@@ -113,6 +123,19 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
     if token:
         app.add_middleware(BearerAuth, token=token)  # added last, so it runs first
     return app
+
+
+def _categories(rows: list, names: list[str]) -> np.ndarray:
+    """The records' categorical fields as the graph's string input: text, integer codes as their text, null
+    as the missing category (``featurize.category_text``, as training read them)."""
+    from mlpipe.featurize import category_text
+
+    raw = np.empty((len(rows), len(names)), dtype=object)
+    raw[:] = [r if isinstance(r, tuple) else (r,) for r in rows]
+    out = np.empty_like(raw)
+    for j, name in enumerate(names):
+        out[:, j] = category_text(raw[:, j], "request", name)
+    return out
 
 
 def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster", log: Optional["ForecastLog"]) -> None:

@@ -55,7 +55,7 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
     recipe = model.recipe
     if kind == "raw" and recipe is None:
         raise DataError(f"model {model.name}:{model.version} records no feature recipe: it scores feature vectors")
-    logbook = BatchLog(workspace.root, model.name, model.version, model.features) if log else None
+    logbook = BatchLog(workspace.root, model.name, model.version, model.features, model.categorical) if log else None
     try:
         if kind == "raw" or (kind == "auto" and recipe is not None and _looks_raw(input, model.features, recipe)):
             scored = _predict_raw(model, recipe, input, output, chunk_rows, logbook)
@@ -77,14 +77,15 @@ def predict_file(workspace, ref: str, input: Path, output: Path, chunk_rows: int
 
 def _predict_features(model, input: Path, output: Path, chunk_rows: int, logbook) -> Scored:
     reader = _open(input, model.features, chunk_rows)
+    _check_columns(input, reader.schema.names, model.features + model.categorical)
     rows = 0
     with _progress(reader.total, reader.unit, f"scoring {input.name}") as advance, _atomic(output) as tmp:
         writer = None
         try:
             for batch in reader.batches:
-                scored, X, labels, proba = _score(model, batch)
+                scored, X, C, labels, proba = _score(model, batch, str(input))
                 if logbook is not None:
-                    logbook.write(labels, proba, X)
+                    logbook.write(labels, proba, X, categories=C)
                 if writer is None:
                     writer = _writer(tmp, scored.schema)
                 writer.write_batch(scored)
@@ -286,19 +287,34 @@ def _check_columns(path: Path, columns: list[str], features: list[str]) -> None:
                         f"{', '.join(features)})")
 
 
-def _score(model, batch):
+def _score(model, batch, where: str):
     """The batch with the input's ``label``/``probability`` renamed, then the model's two columns."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from mlpipe.featurize import category_text
+
     X = np.empty((batch.num_rows, len(model.features)), dtype=np.float32)
     for j, name in enumerate(model.features):
         X[:, j] = pc.cast(batch.column(name), pa.float32()).to_numpy(zero_copy_only=False)
-    labels, proba = model.predict(X)
+    C = None
+    if model.categorical:  # text as training read it: integer codes as their text, empty or null as missing
+        C = np.empty((batch.num_rows, len(model.categorical)), dtype=object)
+        for j, name in enumerate(model.categorical):
+            C[:, j] = category_text(batch.column(name).to_pandas(), where, name)
+    labels, proba = model.predict(X, C)
     names = [_rename(n) for n in batch.schema.names]
+    if model.classes:  # several classes: the class by name, its probability, then each class's
+        k = np.asarray(labels, dtype=np.int64)
+        out = [pa.array(np.asarray(model.classes, dtype=object)[k], pa.string()),
+               pa.array(proba[np.arange(len(k)), k], pa.float32()),
+               *(pa.array(proba[:, j], pa.float32()) for j in range(len(model.classes)))]
+        scored = pa.RecordBatch.from_arrays([*batch.columns, *out], names=[
+            *names, *OUTPUT_COLUMNS, *(f"probability_{c}" for c in model.classes)])
+        return scored, X, C, labels, proba
     scored = pa.RecordBatch.from_arrays([*batch.columns, pa.array(labels, pa.int64()), pa.array(proba, pa.float32())],
                                         names=[*names, *OUTPUT_COLUMNS])
-    return scored, X, labels, proba
+    return scored, X, C, labels, proba
 
 
 def _rename(name: str) -> str:

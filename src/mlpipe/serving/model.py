@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mlpipe.featurize import Recipe
-from mlpipe.graph import IMPUTES_TAG, OUTPUTS, INPUT, imputes_missing, make_session
+from mlpipe.graph import CATEGORIES, IMPUTES_TAG, INPUT, OUTPUTS, imputes_missing, make_session, positive
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,31 @@ class ServedModel:
     def features(self) -> list[str]:
         return self.info["features"]
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and positive-class probabilities for a float32 matrix ``[N, len(features)]``."""
+    @property
+    def classes(self) -> Optional[list[str]]:
+        """The class names of a model of several classes (labels are their positions); None for binary."""
+        return self.info.get("classes")
+
+    @property
+    def categorical(self) -> list[str]:
+        """Its categorical input columns (the graph's string input ``categories``); empty for most models."""
+        return self.info.get("categorical", [])
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """The categories each categorical column met in training (others are answered as unseen)."""
+        return self.info.get("categories", {})
+
+    def predict(self, X: np.ndarray, categories: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and positive-class probabilities for a float32 matrix ``[N, len(features)]`` and, for a model
+        with categorical columns, their text ``[N, len(categorical)]`` (missing: ``""``)."""
         if len(X) == 0:  # not every operator takes an empty batch
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        labels, proba = self.session.run(OUTPUTS, {INPUT: X})
-        return labels, proba[:, 1]
+        feed = {INPUT: X} if self.features else {}
+        if self.categorical:
+            feed[CATEGORIES] = categories
+        labels, proba = self.session.run(OUTPUTS, feed)
+        return labels, positive(proba)
 
 
 def open_model(workspace, ref: str, threads: int = 1) -> ServedModel:

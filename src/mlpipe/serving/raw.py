@@ -25,6 +25,10 @@ class RawScorer:
     that time may still come, and ``target_share_groups`` needs them all). ``finish`` answers the rest."""
 
     def __init__(self, model, recipe: Recipe, source: str):
+        if recipe.config.categorical:
+            raise DataError(f"{source}: model {model.name}:{model.version} has categorical inputs "
+                            f"({', '.join(recipe.config.categorical)}); raw observations are scored for numeric "
+                            f"models only so far: give the model's feature columns instead")
         self.model, self.recipe, self.source = model, recipe, source
         self.carry: pd.DataFrame | None = None
         """Already forecast rows within the look-back (context), then rows waiting for their timestamp to close."""

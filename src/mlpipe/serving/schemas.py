@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictFloat, Tag, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictFloat, StrictInt, StrictStr, Tag, create_model
 
 FLOAT32_MAX = 3.4028234663852886e38
 """Larger numbers do not fit the model's float32 input; they are refused rather than turned into infinity."""
+LISTED_CATEGORIES = 50
+"""A categorical field's schema lists the categories seen in training when there are at most this many."""
 
 
-def record_model(features: list[str], nullable: bool) -> type[BaseModel]:
-    """One record: every feature, by its name, as a number; ``null`` too when the model imputes missing values.
-    Unknown fields, strings and booleans are refused. Fields are ``f0, f1, …`` with the feature names as
-    aliases, so any feature name works (spaces, dots, keywords)."""
+def record_model(features: list[str], nullable: bool, categorical: list[str] = (),
+                 categories: dict[str, list[str]] | None = None) -> type[BaseModel]:
+    """One record: every feature, by its name, as a number; ``null`` too when the model imputes missing values;
+    every categorical column as text (or an integer code), ``null`` when unknown: a category never seen in
+    training is answered too (the graph encodes it as unseen). Unknown fields, strings for numbers and
+    booleans are refused. Fields are ``f0, f1, …`` and ``c0, c1, …`` with the column names as aliases, so any
+    name works (spaces, dots, keywords)."""
     number = Optional[StrictFloat] if nullable else StrictFloat
     missing = " or null when unknown (the model imputes it)" if nullable else ""
     fields: dict[str, Any] = {
@@ -22,6 +27,15 @@ def record_model(features: list[str], nullable: bool) -> type[BaseModel]:
                                 description=f"feature {name!r}: a number{missing}"))
         for i, name in enumerate(features)
     }
+    for i, name in enumerate(categorical):
+        known = (categories or {}).get(name, [])
+        listed = [k for k in known if k != ""]
+        shown = (f"; seen in training: {', '.join(listed)}" if len(listed) <= LISTED_CATEGORIES
+                 else f"; {len(listed)} categories seen in training")
+        fields[f"c{i}"] = (Optional[Union[StrictStr, StrictInt]], Field(
+            alias=name, description=f"category {name!r}: text or an integer code, or null when unknown{shown}; "
+                                    f"any other value is answered as a category not seen in training",
+            examples=listed[:LISTED_CATEGORIES] or None))
     return create_model("Record", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields)
 
 
@@ -39,6 +53,12 @@ class Prediction(BaseModel):
     probability: float = Field(ge=0.0, le=1.0, description="probability of the positive class")
 
 
+class ClassPrediction(BaseModel):
+    label: str = Field(description="the most probable class, by name")
+    probability: float = Field(ge=0.0, le=1.0, description="its probability")
+    probabilities: dict[str, float] = Field(description="every class's probability, by name")
+
+
 class ModelRef(BaseModel):
     name: str
     version: int = Field(ge=1)
@@ -47,6 +67,13 @@ class ModelRef(BaseModel):
 class PredictResponse(BaseModel):
     model: ModelRef
     predictions: list[Prediction] = Field(description="one per record, in the order of the request")
+
+
+class ClassPredictResponse(BaseModel):
+    """The answer of a model of several classes."""
+
+    model: ModelRef
+    predictions: list[ClassPrediction] = Field(description="one per record, in the order of the request")
 
 
 class LogHealth(BaseModel):

@@ -46,7 +46,10 @@ def build_app(settings: ServeSettings):
     if follows(settings.ref):
         follower = AliasFollower(ws, settings.ref, slot, settings.poll_s, settings.threads)
     forecaster = None
-    if has_history(slot.current.recipe):
+    if has_history(slot.current.recipe) and slot.current.categorical:
+        print(f"note: {slot.current.name}:{slot.current.version} has categorical inputs: /observations and "
+              f"/forecast take numeric models only so far; POST /predict answers it", file=sys.stderr)
+    elif has_history(slot.current.recipe):
         forecaster = Forecaster(ObservationStore.of(ws), stream_of(slot.current.info), slot.current.recipe,
                                 settings.max_clock_skew_s)
     log = None

@@ -10,7 +10,7 @@ import pandas as pd
 
 from mlpipe.config import Config
 from mlpipe.errors import DataError
-from mlpipe.featurize import impossible
+from mlpipe.featurize import MISSING_CATEGORY, category_text, impossible
 from mlpipe.steps.features import add_time_features
 
 LABEL = "label"
@@ -31,6 +31,9 @@ class IngestReport:
     unlabelled_dropped: int = 0
     rows_labelled: int = 0
     positive_rate: float = 0.0
+    classes: list[str] = field(default_factory=list)
+    """A target with several classes: their names, in label order (``target.classes``, or learned here)."""
+    class_counts: dict[str, int] = field(default_factory=dict)
     embargo_dropped: int = 0
     train_rows: int = 0
     validation_rows: int = 0
@@ -43,7 +46,7 @@ class IngestReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def lines(self, horizon: str) -> list[str]:
+    def lines(self, horizon: str, series: bool = True) -> list[str]:
         """What was found and done, a line each, as the run's log shows it."""
         r = self
         found = [f"{r.exact_duplicates_dropped} exact duplicate rows dropped",
@@ -52,13 +55,22 @@ class IngestReport:
                  f"{r.backward_time_jumps} backward jumps in time (rows sorted by time)",
                  f"impossible values made missing: {r.impossible_values or 'none'}",
                  f"missing values per feature: {r.missing_values or 'none'}",
-                 f"{r.unlabelled_dropped} rows without an observation {horizon} later dropped",
-                 f"{r.rows_labelled} rows labelled, {r.positive_rate:.1%} positive",
+                 (f"{r.unlabelled_dropped} rows without an observation {horizon} later dropped" if series else
+                  f"{r.unlabelled_dropped} rows without a target value dropped"),
+                 (f"{r.rows_labelled} rows labelled, {r.positive_rate:.1%} positive" if not r.classes else
+                  f"{r.rows_labelled} rows labelled: " + ", ".join(f"{c} {n}" for c, n in r.class_counts.items())),
                  f"train {r.train_rows} rows {r.train_range[0]} .. {r.train_range[1]}; "
                  f"validation {r.validation_rows} rows {r.validation_range[0]} .. {r.validation_range[1]}; "
                  f"test {r.test_rows} rows {r.test_range[0]} .. {r.test_range[1]} "
                  f"({r.validation_embargo_dropped} train rows dropped whose label lies in the validation period, "
-                 f"{r.embargo_dropped} whose label lies in the test period)"]
+                 f"{r.embargo_dropped} whose label lies in the test period)" if r.train_range[0] else
+                 f"train {r.train_rows} rows, validation {r.validation_rows}, test {r.test_rows} (no timestamp: "
+                 f"split at random, stratified by class)"]
+        if not series:  # independent rows: equal ones are kept, and no timestamp can conflict
+            found[:2] = ["rows are independent events (data.series = false): equal rows kept" +
+                         (", many may share a timestamp" if r.train_range[0] else "")]
+            if not r.train_range[0]:  # no timestamp: nothing was sorted
+                del found[1]
         if r.missing_timestamps_dropped:
             found.insert(0, f"{r.missing_timestamps_dropped} rows without a timestamp dropped")
         return found
@@ -94,12 +106,17 @@ def prepare(raw: pd.DataFrame, config: Config, source: str) -> tuple[pd.DataFram
 
 
 def label_and_split(df: pd.DataFrame, config: Config, report: IngestReport, source: str) -> Ingested:
-    """Label clean rows (their features added) by timestamp, and split them by time."""
-    df = add_label(df, config, report)
+    """Label clean rows (their features added) by timestamp, and split them by time (at random, stratified
+    by class, without a timestamp)."""
+    df = add_label(df, config, report, source)
     if df.empty:
-        raise DataError(f"{source}: no row has an observation {config.target.horizon} later to label it")
-    train, validation, test = split_by_time(df, config, report)
-    check_trainable(train, test, config, source)
+        raise DataError(f"{source}: no row has an observation {config.target.horizon} later to label it"
+                        if config.data.series else f"{source}: no row has a value of {config.target.column!r}")
+    if config.data.timestamp is None:
+        train, validation, test = split_stratified(df, config, report)
+    else:
+        train, validation, test = split_by_time(df, config, report)
+    check_trainable(train, test, settled(config, report), source)
     return Ingested(processed=df, train=train, validation=validation, test=test, report=report)
 
 
@@ -118,11 +135,16 @@ def validate(raw: pd.DataFrame, config: Config, source: str) -> pd.DataFrame:
         if col not in raw.columns:
             raise DataError(f"{source}: column {col!r} named in data.ranges does not exist")
     df = raw[columns].copy()
-    df[data.timestamp] = _parse_timestamps(df[data.timestamp], source, data.timestamp)
+    if data.timestamp is not None:
+        df[data.timestamp] = _parse_timestamps(df[data.timestamp], source, data.timestamp)
     for col in data.features:
         df[col] = _numeric(df[col], source, col)
+    for col in data.categorical:
+        df[col] = category_text(df[col], source, col)
     if target.above is not None and target.column not in data.features:
         df[target.column] = _numeric(df[target.column], source, target.column)
+    if target.multiclass:  # classes by name: text, integer codes as their text, missing as ""
+        df[target.column] = category_text(df[target.column], source, target.column)
     if data.group is not None:
         df[data.group] = df[data.group].astype("string").fillna("").astype(str)
     return df
@@ -130,7 +152,8 @@ def validate(raw: pd.DataFrame, config: Config, source: str) -> pd.DataFrame:
 
 def _columns(config: Config) -> list[str]:
     data = config.data
-    cols = [data.timestamp] + ([data.group] if data.group else []) + list(data.features)
+    cols = [data.timestamp] * (data.timestamp is not None) + ([data.group] if data.group else [])
+    cols += [c for c in [*data.features, *data.categorical] if c not in cols]
     return cols + ([config.target.column] if config.target.column not in cols else [])
 
 
@@ -180,9 +203,10 @@ def clean(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFram
     """Impossible values -> missing; drop exact duplicates and conflicting duplicate timestamps; sort by time."""
     data = config.data
     ts, keys = data.timestamp, _keys(config)
-    missing_ts = df[ts].isna()
-    report.missing_timestamps_dropped = int(missing_ts.sum())
-    df = df[~missing_ts]
+    if ts is not None:
+        missing_ts = df[ts].isna()
+        report.missing_timestamps_dropped = int(missing_ts.sum())
+        df = df[~missing_ts]
     numeric = [c for c in df.columns if c not in keys and pd.api.types.is_float_dtype(df[c])]
     for col in numeric:
         bad = impossible(df[col], data.ranges.get(col))
@@ -190,6 +214,10 @@ def clean(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFram
             report.impossible_values[col] = int(bad.sum())
             df.loc[bad, col] = np.nan
     report.backward_time_jumps = _backward_jumps(df, config)  # in file order, before anything is dropped
+    if not data.series:  # independent rows: two equal ones are two events (two flights alike), none conflict
+        df = (df.sort_values(ts, kind="stable") if ts is not None else df).reset_index(drop=True)
+        report.missing_values = _missing(df, config)
+        return df
     exact = df.duplicated()
     report.exact_duplicates_dropped = int(exact.sum())
     df = df[~exact]
@@ -198,35 +226,111 @@ def clean(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFram
     report.conflicting_timestamps = int(df[conflicting].drop_duplicates(subset=keys).shape[0])
     df = df[~conflicting]
     df = df.sort_values([ts] + keys[1:], kind="stable").reset_index(drop=True)
-    report.missing_values = {c: int(n) for c, n in df[data.features].isna().sum().items() if n}
+    report.missing_values = _missing(df, config)
     return df
 
 
+def _missing(df: pd.DataFrame, config: Config) -> dict[str, int]:
+    """Missing values per input column (a category's missing value is ``MISSING_CATEGORY``)."""
+    counts = {c: int(n) for c, n in df[config.data.features].isna().sum().items() if n}
+    for c in config.data.categorical:
+        n = int((df[c] == MISSING_CATEGORY).sum())
+        if n:
+            counts[c] = n
+    return counts
+
+
 def _keys(config: Config) -> list[str]:
-    return [config.data.timestamp] + ([config.data.group] if config.data.group else [])
+    return [config.data.timestamp] * (config.data.timestamp is not None) + (
+        [config.data.group] if config.data.group else [])
 
 
 def _backward_jumps(df: pd.DataFrame, config: Config) -> int:
+    if config.data.timestamp is None:
+        return 0
     ts = df[config.data.timestamp]
     steps = ts.groupby(df[config.data.group]).diff() if config.data.group else ts.diff()
     return int((steps < pd.Timedelta(0)).sum())
 
 
-def add_label(df: pd.DataFrame, config: Config, report: IngestReport) -> pd.DataFrame:
-    """``label`` = the target condition of the same group exactly ``horizon`` later, matched by timestamp."""
+def add_label(df: pd.DataFrame, config: Config, report: IngestReport, source: str = "data") -> pd.DataFrame:
+    """``label`` = the target condition of the same group exactly ``horizon`` later, matched by timestamp; for
+    independent rows the row's own. A target of several classes: the position of its value in
+    ``target.classes`` (or in the sorted values the rows hold, recorded in ``report.classes``)."""
     target, ts = config.target, config.data.timestamp
-    keys = _keys(config)
-    future = df[keys + [target.column]].rename(columns={target.column: "_future"})
-    future[ts] = future[ts] - pd.Timedelta(seconds=target.horizon_seconds)
-    out = df.merge(future, on=keys, how="left", validate="one_to_one")
-    labelled = out["_future"].notna()
+    if config.data.series:
+        keys = _keys(config)
+        future = df[keys + [target.column]].rename(columns={target.column: "_future"})
+        future[ts] = future[ts] - pd.Timedelta(seconds=target.horizon_seconds)
+        out = df.merge(future, on=keys, how="left", validate="one_to_one")
+    else:  # the row's own target
+        out = df.assign(_future=df[target.column])
+    labelled = out["_future"].notna() & (out["_future"] != MISSING_CATEGORY if target.multiclass else True)
     report.unlabelled_dropped = int((~labelled).sum())
     out = out[labelled].copy()
-    out[LABEL] = target.holds(out["_future"]).astype("int64")
+    if target.multiclass:
+        out[LABEL] = _class_codes(out["_future"], config, report, source)
+    else:
+        out[LABEL] = target.holds(out["_future"]).astype("int64")
     out = out.drop(columns="_future").reset_index(drop=True)
     report.rows_labelled = len(out)
-    report.positive_rate = float(out[LABEL].mean()) if len(out) else 0.0
+    report.positive_rate = float(out[LABEL].mean()) if len(out) and not target.multiclass else 0.0
     return out
+
+
+def _class_codes(values: pd.Series, config: Config, report: IngestReport, source: str) -> np.ndarray:
+    given = config.target.classes
+    seen = sorted(values.unique().tolist())
+    if given is not None:
+        unknown = [v for v in seen if v not in given]
+        if unknown:
+            raise DataError(f"{source}: column {config.target.column!r} holds {unknown[0]!r}, not one of "
+                            f"target.classes ({', '.join(given)})")
+    classes = list(given) if given is not None else seen
+    if len(classes) < 3:
+        n = len(classes)
+        raise DataError(f"{source}: column {config.target.column!r} holds {n} class{'' if n == 1 else 'es'} "
+                        f"({', '.join(map(repr, classes))}); a target of several classes needs 3 or more "
+                        f"(for two, give target.positive or target.above)")
+    report.classes = classes
+    codes = pd.Categorical(values, categories=classes).codes.astype("int64")
+    report.class_counts = {c: int(n) for c, n in zip(classes, np.bincount(codes, minlength=len(classes)))}
+    return codes
+
+
+def settled(config: Config, report: IngestReport) -> Config:
+    """``config`` with the classes ingest found (a target of several classes without ``target.classes``)."""
+    if not report.classes or config.target.classes == report.classes:
+        return config
+    return config.model_copy(update={"target": config.target.model_copy(update={"classes": report.classes})})
+
+
+def split_stratified(df: pd.DataFrame, config: Config,
+                     report: IngestReport) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Without a timestamp: test = ``test_fraction`` of the rows, validation = ``validation_fraction`` of the
+    rest, drawn at random with ``split.seed``, stratified by class; with a ``group``, whole groups are drawn
+    (a group's rows never sit on two sides)."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    def cut(frame: pd.DataFrame, fraction: float, what: str):
+        if config.data.group is not None:
+            groups = frame[config.data.group]
+            if groups.nunique() < 2:
+                raise DataError(f"too few groups ({groups.nunique()}) to split off {what}")
+            rest, end = next(GroupShuffleSplit(1, test_size=fraction, random_state=config.split.seed)
+                             .split(frame, groups=groups))
+            return frame.iloc[rest].reset_index(drop=True), frame.iloc[end].reset_index(drop=True)
+        try:
+            rest, end = train_test_split(frame, test_size=fraction, random_state=config.split.seed,
+                                         stratify=frame[LABEL])
+        except ValueError as e:
+            raise DataError(f"too few rows to split off {what} stratified by class: {e}") from None
+        return rest.reset_index(drop=True), end.reset_index(drop=True)
+
+    train, test = cut(df, config.split.test_fraction, "a test set")
+    train, validation = cut(train, config.split.validation_fraction, "a validation set")
+    report.train_rows, report.validation_rows, report.test_rows = len(train), len(validation), len(test)
+    return train, validation, test
 
 
 def split_by_time(df: pd.DataFrame, config: Config,
@@ -270,9 +374,17 @@ def check_trainable(train: pd.DataFrame, test: pd.DataFrame, config: Config, sou
     min_rows = 10 * (config.split.cv_folds + 1)
     if len(train) < min_rows:
         raise DataError(f"{source}: too few rows to split: {len(train)} training rows, need at least {min_rows}")
+    name = (lambda code: repr(config.target.classes[code])) if config.target.multiclass else str
     if train[LABEL].nunique() < 2:
-        raise DataError(f"{source}: all training rows are one class (label {int(train[LABEL].iloc[0])}); "
+        raise DataError(f"{source}: all training rows are one class (label {name(int(train[LABEL].iloc[0]))}); "
                         f"column {config.target.column!r} never changes class under the target rule")
+    k = len(config.target.classes) if config.target.multiclass else 2
+    counts = train[LABEL].value_counts().reindex(range(k), fill_value=0)
+    folds = config.split.cv_folds
+    if counts.min() < folds:
+        rare = int(counts.idxmin())
+        raise DataError(f"{source}: class {name(rare)} of column {config.target.column!r} has {int(counts.min())} "
+                        f"training rows, fewer than split.cv_folds = {folds}: every fold needs each class")
     for col in config.data.features:
         if train[col].isna().all():
             raise DataError(f"{source}: column {col!r} has no valid value in the training split")

@@ -10,7 +10,7 @@ import numpy as np
 
 from mlpipe.config import Config
 from mlpipe.errors import ParityError
-from mlpipe.graph import CHECKED_INPUT, INPUT, OUTPUTS, predict_onnx
+from mlpipe.graph import CATEGORIES, CHECKED_INPUT, INPUT, OUTPUTS, predict_onnx
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.threshold import inner, threshold_of
 from mlpipe.steps.train import Trained
@@ -31,15 +31,16 @@ def to_onnx(trained: Trained, config: Config) -> bytes | None:
     """The ONNX graph of a trained model: float32 input ``[N, len(features)]``, outputs label (int64 ``[N]``)
     and probabilities (float32 ``[N, 2]``). None for a baseline whose target is not a numeric feature."""
     if trained.kind == "baseline":
-        model = _persistence_graph(config)
+        model = _persistence_graph(config) if config.data.series else _prior_graph(config, trained.model.prior)
     else:
-        model = _sklearn_graph(inner(trained.model), len(config.model_features))
+        model = _sklearn_graph(inner(trained.model), len(config.model_features), len(config.categorical))
         threshold = threshold_of(trained.model)
         if threshold is not None:
             _label_from_threshold(model, threshold)
     if model is None:
         return None
-    _impossible_to_missing(model, config)
+    if config.model_features:
+        _impossible_to_missing(model, config)
     _describe(model, trained.kind, config)
     return model.SerializeToString()
 
@@ -86,9 +87,11 @@ def _float32_at_most(bound: float) -> float:
     return float(np.nextafter(f, np.float32(-np.inf)) if float(f) > bound else f)
 
 
-def _sklearn_graph(pipeline, n_features: int):
+def _sklearn_graph(pipeline, n_features: int, n_categorical: int = 0):
+    """skl2onnx's graph of ``pipeline``: input ``INPUT`` float32 ``[N, n_features]``, and with categorical
+    columns ``CATEGORIES`` string ``[N, n_categorical]`` (the frame's columns by position, ``make_pipeline``)."""
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     estimator = pipeline.steps[-1][1]
     if type(estimator).__module__.startswith("lightgbm"):
@@ -96,7 +99,8 @@ def _sklearn_graph(pipeline, n_features: int):
     model = convert_sklearn(
         pipeline,
         name=type(estimator).__name__,  # skl2onnx's default is a random UUID
-        initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+        initial_types=([(INPUT, FloatTensorType([None, n_features]))] if n_features else []) +
+                      ([(CATEGORIES, StringTensorType([None, n_categorical]))] if n_categorical else []),
         options={id(estimator): {"zipmap": False}},
         target_opset={"": OPSET, "ai.onnx.ml": 3},
     )
@@ -218,11 +222,42 @@ def _persistence_graph(config: Config):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mlpipe")
 
 
+def _prior_graph(config: Config, prior: tuple[float, ...]):
+    """The class prior as a graph: every row gets the training rows' class shares as probabilities and the
+    majority class as label; it reads its input only for the number of rows."""
+    from onnx import TensorProto, helper
+
+    first = (INPUT, TensorProto.FLOAT, len(config.model_features)) if config.model_features else \
+        (CATEGORIES, TensorProto.STRING, len(config.categorical))
+    const = lambda name, kind, values: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
+        name, kind, [len(values)], values))
+    nodes = [
+        helper.make_node("Shape", [first[0]], ["input_shape"]),
+        const("row_axis", TensorProto.INT64, [0]),
+        helper.make_node("Gather", ["input_shape", "row_axis"], ["rows"], axis=0),
+        const("classes", TensorProto.INT64, [len(prior)]),
+        helper.make_node("Concat", ["rows", "classes"], ["proba_shape"], axis=0),
+        const("prior", TensorProto.FLOAT, [float(p) for p in prior]),
+        helper.make_node("Expand", ["prior", "proba_shape"], [OUTPUTS[1]]),
+        const("majority", TensorProto.INT64, [int(np.argmax(prior))]),
+        helper.make_node("Expand", ["majority", "rows"], [OUTPUTS[0]]),
+    ]
+    graph = helper.make_graph(
+        nodes, "class_prior", [helper.make_tensor_value_info(first[0], first[1], [None, first[2]])],
+        [helper.make_tensor_value_info(OUTPUTS[0], TensorProto.INT64, [None]),
+         helper.make_tensor_value_info(OUTPUTS[1], TensorProto.FLOAT, [None, len(prior)])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mlpipe")
+
+
 def _describe(model, kind: str, config: Config) -> None:
     """Saved models describe themselves: the feature order and the model kind travel inside the file."""
     from onnx import helper
 
-    helper.set_model_props(model, {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.model_features)})
+    props = {"mlpipe.kind": kind, "mlpipe.features": json.dumps(config.model_features)}
+    if config.categorical:
+        props["mlpipe.categorical"] = json.dumps(config.categorical)
+    helper.set_model_props(model, props)
 
 
 @dataclass(frozen=True)
@@ -249,7 +284,8 @@ def check_parity(kind: str, onnx_bytes: bytes, X: np.ndarray, y: np.ndarray, sk_
         raise ParityError(f"{kind}: ONNX probabilities differ from scikit-learn's by up to {gap:.2e} "
                           f"(allowed {PROBA_TOLERANCE:.0e}); nothing was registered")
     metrics = classification_metrics(y, labels, proba)
-    for key in PARITY_METRICS:
+    per_class = [k for k in sk_metrics if k.split("_")[0] in ("precision", "recall", "f1") and "_" in k]
+    for key in dict.fromkeys([*PARITY_METRICS[:4], *per_class]):  # every class of a target of several
         value = sk_metrics[key]
         if abs(metrics[key] - value) > METRIC_TOLERANCE:
             raise ParityError(f"{kind}: ONNX test {key} {metrics.get(key)} differs from scikit-learn's {value:.4f}; "

@@ -17,7 +17,7 @@ from mlpipe.graph import IMPUTES_TAG, predict_onnx
 from mlpipe.steps import ingest
 from mlpipe.steps.evaluate import classification_metrics
 from mlpipe.steps.features import feature_spec
-from mlpipe.steps.train import BASELINE
+from mlpipe.steps.train import BASELINE, baseline_name
 from mlpipe.store.datasets import DatasetVersion, Staged
 from mlpipe.store.models import CHAMPION, PENDING_CHAMPION, describe, load_model, sha256
 
@@ -95,6 +95,13 @@ def version_tags(o, config: Config, datasets: dict[str, DatasetVersion]) -> dict
             "mlpipe.target": json.dumps(config.target.model_dump())}
     if o.imputes_missing is not None:
         tags[IMPUTES_TAG] = "true" if o.imputes_missing else "false"
+    if config.target.multiclass:
+        tags["mlpipe.classes"] = json.dumps(config.target.classes)
+    if config.categorical:
+        tags["mlpipe.categorical"] = json.dumps(config.categorical)
+        listed = json.dumps(o.categories)
+        if len(listed) <= 5000:  # MLflow's tag length; model.json keeps them all
+            tags["mlpipe.categories"] = listed
     tags.update(dataset_tags(datasets))
     tags.update({f"metric.{k}": repr(v) for k, v in o.metrics.items()})
     tags.update({f"validation.{k}": repr(v) for k, v in o.validation.items()})
@@ -108,8 +115,14 @@ def short(value) -> str:
 
 
 def description(o, config: Config) -> str:
-    return (f"{o.kind} forecasting whether {config.target.column} meets the target rule {config.target.horizon} "
-            f"later, from {len(config.model_features)} features; test macro F1 {o.metrics['f1']:.4f}")
+    inputs = len(config.model_features) + len(config.categorical)
+    if config.target.multiclass:
+        what = f"telling {config.target.column} apart ({', '.join(config.target.classes)})"
+    elif config.data.series:
+        what = f"forecasting whether {config.target.column} meets the target rule {config.target.horizon} later"
+    else:
+        what = f"predicting whether {config.target.column} meets the target rule"
+    return f"{o.kind} {what}, from {inputs} features; test macro F1 {o.metrics['f1']:.4f}"
 
 
 def register_datasets(workspace, staged: dict[str, Staged], description: str) -> dict[str, DatasetVersion]:
@@ -220,7 +233,11 @@ def champion_score_on(workspace, champion, validation: pd.DataFrame, digest: str
     if not set(info["features"]) <= set(validation.columns):
         return None
     model = load_model(workspace, f"{champion.name}:{champion.version}")
-    labels, proba = predict_onnx(model.onnx, validation[model.features].to_numpy(dtype=np.float32))
+    categorical = info.get("categorical", [])
+    if not set(categorical) <= set(validation.columns):
+        return None
+    numeric = validation[model.features].to_numpy(dtype=np.float32)
+    labels, proba = predict_onnx(model.onnx, (numeric, validation[categorical].to_numpy(dtype=object)))
     return classification_metrics(validation["label"].to_numpy(), labels, proba).get(select_by)
 
 
@@ -258,7 +275,7 @@ def decide_champion(config: Config, candidates: list[Candidate],
     ``[registry] min_improvement``; ties never promote, nor does a model that answers one class for every
     validation row."""
     metric, need = config.registry.select_by, config.registry.min_improvement
-    what = METRIC_NAMES[metric]
+    what, base = METRIC_NAMES[metric], baseline_name(config)
     learned = [c for c in candidates if c.kind != BASELINE]
     current = judged.current
     holder = Candidate(current.name, int(current.version), "", judged.score if judged.score is not None
@@ -276,15 +293,15 @@ def decide_champion(config: Config, candidates: list[Candidate],
     if baseline is not None:
         margin = gain(metric, best.score, baseline.score)
         if not (margin > 0 and margin >= need):
-            return None, holder, (f"no learned model beats persistence on the validation rows: best {figure}, "
-                                  f"persistence {baseline.score:.4f} (margin {margin:+.4f}, need +{need})") + stays
+            return None, holder, (f"no learned model beats {base} on the validation rows: best {figure}, "
+                                  f"{base} {baseline.score:.4f} (margin {margin:+.4f}, need +{need})") + stays
     if holder is not None and judged.score is not None:
         margin = gain(metric, best.score, judged.score)
         if not (margin > 0 and margin >= need):
             return None, holder, (f"{figure} does not beat champion {holder.name}:{holder.version} "
                                   f"(validation {what} {judged.score:.4f}, margin {margin:+.4f}, need +{need})"
                                   " (no alias moved)")
-    over = f" beats persistence by {gain(metric, best.score, baseline.score):+.4f}" if baseline else ""
+    over = f" beats {base} by {gain(metric, best.score, baseline.score):+.4f}" if baseline else ""
     if current is None:
         why = "no champion before"
     elif judged.score is None:

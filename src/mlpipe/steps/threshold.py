@@ -41,7 +41,7 @@ def labels_and_proba(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     proba = _predict_proba(model, X)
     threshold = threshold_of(model)
     if threshold is None:
-        return model.predict(X), proba[:, 1]
+        return model.predict(X), proba[:, 1] if proba.shape[1] == 2 else proba
     return model.classes_[(proba[:, 1] >= threshold).astype(int)], proba[:, 1]
 
 

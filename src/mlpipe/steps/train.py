@@ -123,6 +123,30 @@ class Persistence:
 
 
 @dataclass(frozen=True)
+class Prior:
+    """The baseline of rows without a clock (``data.series = false``): the class shares of the training rows
+    as every row's probabilities, the majority class as its label. Every model must beat it, as forecasts
+    must beat persistence."""
+
+    prior: tuple[float, ...]
+
+    @property
+    def majority(self) -> int:
+        return int(np.argmax(self.prior))
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return np.full(len(df), self.majority, dtype=np.int64)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        return np.tile(np.asarray(self.prior, dtype=np.float64), (len(df), 1))
+
+
+def baseline_name(config: Config) -> str:
+    """What the baseline is called in messages: persistence for a series, the class prior otherwise."""
+    return "persistence" if config.data.series else "the class prior"
+
+
+@dataclass(frozen=True)
 class Trained:
     kind: str
     model: Any
@@ -132,8 +156,32 @@ class Trained:
     fit_seconds: float
 
 
-def train_baseline(config: Config) -> Trained:
-    return Trained(BASELINE, Persistence(config.target), {"rule": "later = now"}, pd.DataFrame(), 0.0)
+def train_baseline(config: Config, y: np.ndarray | None = None) -> Trained:
+    """Persistence ("later = now") for a series; the class prior of the training labels ``y`` otherwise."""
+    if config.data.series:
+        return Trained(BASELINE, Persistence(config.target), {"rule": "later = now"}, pd.DataFrame(), 0.0)
+    k = len(config.target.classes) if config.target.multiclass else 2
+    shares = np.bincount(np.asarray(y, dtype=np.int64), minlength=k) / len(y)
+    prior = Prior(tuple(float(v) for v in shares))
+    return Trained(BASELINE, prior, {"rule": "class prior", "majority": prior.majority,
+                                     "prior": [round(p, 4) for p in prior.prior]}, pd.DataFrame(), 0.0)
+
+
+SVM_MAX_ROWS = 50_000
+"""The kernel SVM's default row budget (``models.svm.max_rows``): its exact fit grows with the square of the
+rows or worse (the 20,000 NYC training rows: seconds; 221,818 Turku rows: not done after 25 minutes)."""
+
+
+def left_out(kind: str, rows: int, config: Config) -> str | None:
+    """Why ``kind`` is left out of a run on ``rows`` training rows, or None: above its row budget."""
+    budget = config.model(kind).max_rows
+    if budget is None and kind == "svm":
+        budget = SVM_MAX_ROWS
+    if budget is not None and rows > budget:
+        why = " (an exact kernel SVM's fit grows with the square of the rows)" if kind == "svm" else ""
+        return (f"{kind} left out: {rows:,} training rows, above its budget of {budget:,}{why}; "
+                f"raise models.{kind}.max_rows to train it anyway")
+    return None
 
 
 def time_folds(ts: pd.Series, n_splits: int, horizon: pd.Timedelta) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -150,12 +198,24 @@ def time_folds(ts: pd.Series, n_splits: int, horizon: pd.Timedelta) -> list[tupl
     return folds
 
 
-def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config) -> Trained:
-    """Search ``kind`` over time-ordered folds (macro F1) as ``models.<kind>`` says, then fit the best
-    parameters once on all rows."""
+def stratified_folds(y: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds of rows without a timestamp: shuffled with ``seed``, each class in every fold in its share."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, config: Config) -> Trained:
+    """Search ``kind`` over time-ordered folds (stratified ones without a timestamp; macro F1) as
+    ``models.<kind>`` says, then fit the best parameters once on all rows."""
     spec, settings = KINDS[kind], config.model(kind)
-    fast = _onedal(kind, spec, settings.engine)
-    pipeline = make_pipeline(spec.make_fast() if fast else spec.make())
+    several = config.target.multiclass  # no decision threshold, no Platt scaling: binary only
+    fast = _onedal(kind, spec, settings.engine) and not several
+    pipeline = make_pipeline(spec.make_fast() if fast else spec.make(), X, config.data.onehot_max)
+    if several and kind == "svm":  # libsvm's own probabilities (pairwise coupling), which skl2onnx converts
+        pipeline.set_params(model__probability=True)
+    platt = spec.platt and not several
+    tuned = settings.threshold == "tuned" and not several
     _set_params(pipeline, settings.params, f"models.{kind}.params")
     space = settings.space if settings.space is not None else (
         spec.grid if settings.strategy in ("grid", "halving") else spec.ranges)
@@ -165,21 +225,24 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: 
     if fast and config.compute.backend == "local":
         pipeline.set_params(model__n_jobs=spec.fast_n_jobs)
         threads = True
-    folds = time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
+    folds = (time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
+             if ts is not None else stratified_folds(y, config.split.cv_folds, config.split.seed))
     for i, (tr, _) in enumerate(folds):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"cross-validation fold {i + 1} of {len(folds)} has training rows of one class only; "
                             f"give more data or fewer split.cv_folds")
     with console.progress_bar(search.progress_columns()) as bar:
         result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
-                               want_decision=True if spec.platt else "proba" if settings.threshold == "tuned" else False,
+                               want_decision=True if platt else "proba" if tuned else False,
                                progress=search.Progress(f"search {kind}", bar), threads=threads)
     best = {k: _plain(v) for k, v in result.best_params.items()}
     started = time.perf_counter()
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
     pipeline = accelerate.for_fit(pipeline)
     fitted_by = accelerate.engine(pipeline.steps[-1][1])
-    if spec.platt:  # probabilities and threshold from the search's own out-of-fold decision values
+    if several:  # the most probable class; probabilities from the estimator (the SVM: libsvm's)
+        model, threshold = accelerate.as_registered(pipeline.fit(X, y)), None
+    elif platt:  # probabilities and threshold from the search's own out-of-fold decision values
         model = accelerate.as_registered(pipeline.fit(X, y))
         platt_scale(model.named_steps["model"], result.best_decision, y)
         model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)

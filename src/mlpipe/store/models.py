@@ -67,6 +67,9 @@ def describe(version) -> dict:
     return {
         "name": version.name, "version": int(version.version), "aliases": sorted(version.aliases or []),
         "kind": tags.get("mlpipe.kind"), "features": json.loads(tags.get("mlpipe.features", "[]")),
+        "categorical": json.loads(tags.get("mlpipe.categorical", "[]")),
+        "classes": json.loads(tags["mlpipe.classes"]) if "mlpipe.classes" in tags else None,
+        "categories": json.loads(tags.get("mlpipe.categories", "{}")),
         "metrics": {k.removeprefix("metric."): float(v) for k, v in sorted(tags.items()) if k.startswith("metric.")},
         "validation": {k.removeprefix("validation."): float(v) for k, v in sorted(tags.items())
                        if k.startswith("validation.")},

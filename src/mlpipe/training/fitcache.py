@@ -68,7 +68,10 @@ def key(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series, config: Config) 
                     model_features=config.model_features, code=_code_digest(),
                     versions=provenance.versions(FIT_PACKAGES), cpu=provenance.cpu_model())
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    times = pd.util.hash_pandas_object(ts, index=False).to_numpy()
+    times = pd.util.hash_pandas_object(ts, index=False).to_numpy() if ts is not None else np.zeros(0, np.uint64)
+    if isinstance(X, pd.DataFrame):  # numeric columns and categories (steps.features.feature_matrix)
+        h.update(json.dumps([[str(c), str(t)] for c, t in X.dtypes.items()]).encode())
+        X = pd.util.hash_pandas_object(X, index=False).to_numpy()
     for array in (X, y, times):
         array = np.ascontiguousarray(array)
         h.update(f"{array.dtype.str}{array.shape}".encode())
