@@ -387,6 +387,14 @@ class Config(_Strict):
                              "for a series give a binary rule")
         if self.features.cyclic and self.data.timestamp is None:
             raise ValueError("features.cyclic needs data.timestamp")
+        if not self.data.series and self.target.column in self.data.features:
+            raise ValueError(f"target.column {self.target.column!r} is also in data.features: with data.series = "
+                             f"false the label is the row's own target, which a model cannot take as input")
+        if self.target.multiclass:
+            fixed = [k for k, m in self.models.items() if not isinstance(m.threshold, str)]
+            if fixed:
+                raise ValueError(f"models.{fixed[0]}.threshold: a decision threshold is for binary targets; a "
+                                 f"target of several classes answers its model's own class")
         if self.target.column in self.data.categorical:
             raise ValueError(f"target.column {self.target.column!r} is also in data.categorical: a model cannot "
                              f"take its own target as input")

@@ -23,8 +23,9 @@ def add_time_features(df: pd.DataFrame, config: Config) -> pd.DataFrame:
     timestamp)."""
     if not config.features.derived():
         return df
-    group = config.data.group
-    new = derive(config, df[config.data.timestamp], df[group].to_numpy() if group else None,
+    group, ts = config.data.group, config.data.timestamp
+    times = df[ts] if ts is not None else np.zeros(len(df), dtype=np.int64)  # no clock: differences only
+    new = derive(config, times, df[group].to_numpy() if group else None,
                  {c: df[c].to_numpy(dtype="float64") for c in needed_columns(config)}, df[config.target.column])
     return pd.concat([df, pd.DataFrame(new, index=df.index)], axis=1)
 
@@ -67,7 +68,8 @@ def derive(config: Config, times, groups: np.ndarray | None, column: dict[str, n
         for d in durations:
             new[next(names)] = column[col] - history.before(column[col], d)
     windows = [(next(names), column[col], w) for col, ws in spec.rolling_mean.items() for w in ws]
-    holds = _holds(config, target)
+    needs_target = bool(spec.target_lags or spec.target_share or spec.across_groups)
+    holds = _holds(config, target) if needs_target else None
     lags = [(next(names), d) for d in spec.target_lags or []]
     windows += [(next(names), holds, w) for w in spec.target_share or []]
     for (name, _, _), mean in zip(windows, history.means([(v, w) for _, v, w in windows])):
@@ -195,6 +197,13 @@ def category_text(values, where: str, name: str) -> np.ndarray:
         return text
     out = s.astype(object).to_numpy(dtype=object, copy=True)
     out[~present] = MISSING_CATEGORY
+    if present.any():  # "3.0" and "03" as "3": how a CSV column of codes reads for training (pandas parses it)
+        text = pd.Series(out[present], dtype=object)
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+        whole = np.isfinite(numbers) & (np.mod(numbers, 1) == 0) & (np.abs(numbers) < 2 ** 53)
+        if whole.any():
+            idx = np.flatnonzero(present)[whole]
+            out[idx] = [str(int(v)) for v in numbers[whole]]
     odd = [i for i in np.flatnonzero(present) if not isinstance(out[i], str)]
     for i in odd:  # a number among text (a Parquet object column, a JSON body): its text, as above
         v = out[i]
@@ -254,7 +263,8 @@ class Recipe:
     @property
     def raw_columns(self) -> list[str]:
         """The columns of a raw observation: timestamp, group (if any), the configured features, the target."""
-        cols = [self.timestamp] + ([self.group] if self.group else []) + list(self.config.data.features)
+        cols = [self.timestamp] * (self.timestamp is not None) + ([self.group] if self.group else [])
+        cols += [c for c in self.config.data.features if c not in cols]
         cols += [c for c in self.config.data.categorical if c not in cols]
         return cols + ([self.config.target.column] if self.config.target.column not in cols else [])
 

@@ -56,7 +56,9 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
         lanes.open_run(config, report)  # MLflow's store and the parent run, from here on beside the training
         staged = lanes.beside(register.stage_datasets, ws, prefix, data)
         X, y = feature_matrix(data.train, config), data.train[ingest.LABEL].to_numpy()
-        ts = data.train[config.data.timestamp] if config.data.timestamp else None  # None: stratified folds
+        # the CV folds' key: timestamps; without a clock, the groups a fold keeps together (None: none)
+        ts = data.train[config.data.timestamp or config.data.group] if config.data.timestamp or config.data.group \
+            else None
         test, validation = (Split(df, feature_matrix(df, config), df[ingest.LABEL].to_numpy())
                             for df in (data.test, data.validation))
 

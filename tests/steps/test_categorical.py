@@ -54,6 +54,8 @@ def test_category_text_reads_codes_as_text_and_refuses_measurements():
     assert category_text(pd.Series([3, 4, None]), "f.csv", "code").tolist() == ["3", "4", MISSING_CATEGORY]
     assert category_text(pd.Series([3.0, np.nan]), "f.csv", "code").tolist() == ["3", MISSING_CATEGORY]
     assert category_text(pd.Series(["UA", None, 7], dtype=object), "f.csv", "c").tolist() == ["UA", "", "7"]
+    # text of codes (a CSV read as text when scoring) reads as pandas reads the training CSV: 3.0 and 03 as 3
+    assert category_text(pd.Series(["3.0", "03", "3", "x3"]), "f.csv", "c").tolist() == ["3", "3", "3", "x3"]
     with pytest.raises(DataError, match=r"f.csv: column 'temp' is declared categorical .* \(first: 39.5\)"):
         category_text(pd.Series([1.0, 39.5]), "f.csv", "temp")
 

@@ -35,9 +35,8 @@ def _config(**extra) -> Config:
 
 
 def _ingested(config: Config, df: pd.DataFrame | None = None):
-    clean, report = ingest.prepare(_penguins() if df is None else df, config, "penguins")
-    data = ingest.label_and_split(clean, config, report, "penguins")
-    return ingest.settled(config, report), data
+    data = ingest.ingest(_penguins() if df is None else df, config, "penguins")
+    return ingest.settled(config, data.report), data
 
 
 def test_classes_are_the_sorted_values_or_the_given_order():
@@ -137,3 +136,59 @@ def test_config_errors(tmp_path, extra, message):
     path.write_text(tomli_w.dumps(raw))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_differences_need_no_clock_and_no_binary_rule():
+    config, data = _ingested(_config(features={"differences": {"bill_shape": ["bill_length_mm", "bill_depth_mm"]}}))
+    rows = data.processed
+    assert np.allclose(rows["bill_shape"], rows["bill_length_mm"] - rows["bill_depth_mm"], equal_nan=True)
+    assert config.model_features[-1] == "bill_shape"
+
+
+def test_group_folds_keep_each_group_in_one_fold():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    groups = np.repeat(np.arange(30), 10)
+    for train, val in stratified_folds(y, 3, seed=0, groups=groups):
+        assert not set(groups[train]) & set(groups[val])
+
+
+def test_the_class_prior_answers_through_the_server_model_with_both_inputs():
+    """The prior's graph reads one input; a server passes what the graph declares, not every input it has."""
+    from mlpipe.graph import make_session
+    from mlpipe.serving.model import ServedModel
+
+    config, data = _ingested(_config())
+    onnx = package.to_onnx(train_baseline(config, data.train["label"].to_numpy()), config)
+    info = {"name": "p", "version": 1, "features": config.model_features, "categorical": config.categorical,
+            "classes": config.target.classes}
+    served = ServedModel(info, make_session(onnx), True)
+    frame = feature_matrix(data.test, config)
+    labels, proba = served.predict(frame[config.model_features].to_numpy(np.float32),
+                                   frame[config.categorical].to_numpy(object))
+    assert (labels == 0).all() and proba.shape == (len(frame), 3)
+
+
+def test_raw_observations_are_refused_for_independent_rows():
+    from mlpipe.featurize import Recipe, spec
+    from mlpipe.serving.raw import RawScorer
+
+    config, _ = _ingested(_config())
+    model = type("M", (), {"name": "p", "version": 1, "features": []})()
+    with pytest.raises(DataError, match=r"rows.csv: model p:1 answers independent rows \(data.series = false\)"):
+        RawScorer(model, Recipe.from_spec(spec(config)), "rows.csv")
+
+
+def test_independent_rows_cannot_take_their_own_target_as_input():
+    raw = _config().model_dump(exclude_none=True)
+    raw["data"]["features"] = [*raw["data"]["features"], "species"]
+    with pytest.raises(Exception, match=r"target.column 'species' is also in data.features"):
+        Config.model_validate(raw)
+
+
+def test_a_measured_target_is_not_a_set_of_classes():
+    df = _penguins().assign(mass=lambda d: d["body_mass_g"] / 7)
+    config = Config.model_validate({**_config().model_dump(exclude_none=True),
+                                    "target": {"column": "mass", "horizon": "0h"}})
+    with pytest.raises(DataError, match=r"penguins: column 'mass' holds measurements \(first: .*\), not classes"):
+        _ingested(config, df)

@@ -101,7 +101,8 @@ def _predict_features(model, input: Path, output: Path, chunk_rows: int, logbook
 
 def _looks_raw(path: Path, features: list[str], recipe) -> bool:
     columns = _columns_of(path)
-    return not set(features) <= set(columns) and set(recipe.raw_columns) <= set(columns)
+    return (recipe.config.data.series and not set(features) <= set(columns)
+            and set(recipe.raw_columns) <= set(columns))
 
 
 def _columns_of(path: Path) -> list[str]:

@@ -36,6 +36,11 @@ class ServedModel:
         return self.info["features"]
 
     @property
+    def inputs(self) -> set[str]:
+        """The names of the inputs its graph declares."""
+        return {i.name for i in self.session.get_inputs()}
+
+    @property
     def classes(self) -> Optional[list[str]]:
         """The class names of a model of several classes (labels are their positions); None for binary."""
         return self.info.get("classes")
@@ -55,8 +60,9 @@ class ServedModel:
         with categorical columns, their text ``[N, len(categorical)]`` (missing: ``""``)."""
         if len(X) == 0:  # not every operator takes an empty batch
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        feed = {INPUT: X} if self.features else {}
-        if self.categorical:
+        wanted = self.inputs
+        feed = {INPUT: X} if INPUT in wanted else {}
+        if CATEGORIES in wanted:  # (the class-prior baseline reads only one of them, for the number of rows)
             feed[CATEGORIES] = categories
         labels, proba = self.session.run(OUTPUTS, feed)
         return labels, positive(proba)

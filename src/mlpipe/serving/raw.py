@@ -25,6 +25,9 @@ class RawScorer:
     that time may still come, and ``target_share_groups`` needs them all). ``finish`` answers the rest."""
 
     def __init__(self, model, recipe: Recipe, source: str):
+        if not recipe.config.data.series:
+            raise DataError(f"{source}: model {model.name}:{model.version} answers independent rows "
+                            f"(data.series = false): give it its feature columns, not raw observations")
         if recipe.config.categorical:
             raise DataError(f"{source}: model {model.name}:{model.version} has categorical inputs "
                             f"({', '.join(recipe.config.categorical)}); raw observations are scored for numeric "

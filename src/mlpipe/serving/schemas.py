@@ -54,7 +54,7 @@ class Prediction(BaseModel):
 
 
 class ClassPrediction(BaseModel):
-    label: str = Field(description="the most probable class, by name")
+    label: str = Field(description="the model's class, by name (the most probable one; an SVM's: libsvm's vote)")
     probability: float = Field(ge=0.0, le=1.0, description="its probability")
     probabilities: dict[str, float] = Field(description="every class's probability, by name")
 

@@ -144,7 +144,14 @@ def validate(raw: pd.DataFrame, config: Config, source: str) -> pd.DataFrame:
     if target.above is not None and target.column not in data.features:
         df[target.column] = _numeric(df[target.column], source, target.column)
     if target.multiclass:  # classes by name: text, integer codes as their text, missing as ""
-        df[target.column] = category_text(df[target.column], source, target.column)
+        values = df[target.column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            odd = values[values.notna() & (values % 1 != 0)]
+            if len(odd):
+                raise DataError(f"{source}: column {target.column!r} holds measurements (first: "
+                                f"{float(odd.iloc[0])!r}), not classes: give target.above (or positive) for a "
+                                f"binary target")
+        df[target.column] = category_text(values, source, target.column)
     if data.group is not None:
         df[data.group] = df[data.group].astype("string").fillna("").astype(str)
     return df
@@ -310,21 +317,24 @@ def split_stratified(df: pd.DataFrame, config: Config,
     """Without a timestamp: test = ``test_fraction`` of the rows, validation = ``validation_fraction`` of the
     rest, drawn at random with ``split.seed``, stratified by class; with a ``group``, whole groups are drawn
     (a group's rows never sit on two sides)."""
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     def cut(frame: pd.DataFrame, fraction: float, what: str):
-        if config.data.group is not None:
+        if config.data.group is not None:  # one fold of about `fraction` of the rows, whole groups, stratified
             groups = frame[config.data.group]
-            if groups.nunique() < 2:
-                raise DataError(f"too few groups ({groups.nunique()}) to split off {what}")
-            rest, end = next(GroupShuffleSplit(1, test_size=fraction, random_state=config.split.seed)
-                             .split(frame, groups=groups))
+            n = max(2, round(1 / fraction))
+            if groups.nunique() < n:
+                raise DataError(f"too few groups in data.group {config.data.group!r} ({groups.nunique()}) to split "
+                                f"off {what} of {fraction:.0%} by whole groups (need {n})")
+            rest, end = next(StratifiedGroupKFold(n, shuffle=True, random_state=config.split.seed)
+                             .split(frame, frame[LABEL], groups))
             return frame.iloc[rest].reset_index(drop=True), frame.iloc[end].reset_index(drop=True)
         try:
             rest, end = train_test_split(frame, test_size=fraction, random_state=config.split.seed,
                                          stratify=frame[LABEL])
         except ValueError as e:
-            raise DataError(f"too few rows to split off {what} stratified by class: {e}") from None
+            raise DataError(f"{config.data.source}: too few rows of a class of {config.target.column!r} to split off "
+                            f"{what} stratified by class ({e})") from None
         return rest.reset_index(drop=True), end.reset_index(drop=True)
 
     train, test = cut(df, config.split.test_fraction, "a test set")

@@ -198,22 +198,26 @@ def time_folds(ts: pd.Series, n_splits: int, horizon: pd.Timedelta) -> list[tupl
     return folds
 
 
-def stratified_folds(y: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Folds of rows without a timestamp: shuffled with ``seed``, each class in every fold in its share."""
-    from sklearn.model_selection import StratifiedKFold
+def stratified_folds(y: np.ndarray, n_splits: int, seed: int, groups=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds of rows without a timestamp: shuffled with ``seed``, each class in every fold in its share; with
+    ``groups``, a group's rows all in one fold (``StratifiedGroupKFold``)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    rows = np.zeros(len(y))
+    if groups is not None:
+        return list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+                    .split(rows, y, np.asarray(groups)))
+    return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(rows, y))
 
 
 def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, config: Config) -> Trained:
-    """Search ``kind`` over time-ordered folds (stratified ones without a timestamp; macro F1) as
-    ``models.<kind>`` says, then fit the best parameters once on all rows."""
+    """Search ``kind`` over time-ordered folds (macro F1) as ``models.<kind>`` says, then fit the best
+    parameters once on all rows. ``ts``: the rows' timestamps; without a timestamp, their groups (folds keep a
+    group together) or None: then the folds are stratified by class."""
     spec, settings = KINDS[kind], config.model(kind)
     several = config.target.multiclass  # no decision threshold, no Platt scaling: binary only
     fast = _onedal(kind, spec, settings.engine) and not several
     pipeline = make_pipeline(spec.make_fast() if fast else spec.make(), X, config.data.onehot_max)
-    if several and kind == "svm":  # libsvm's own probabilities (pairwise coupling), which skl2onnx converts
-        pipeline.set_params(model__probability=True)
     platt = spec.platt and not several
     tuned = settings.threshold == "tuned" and not several
     _set_params(pipeline, settings.params, f"models.{kind}.params")
@@ -225,8 +229,10 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     if fast and config.compute.backend == "local":
         pipeline.set_params(model__n_jobs=spec.fast_n_jobs)
         threads = True
-    folds = (time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
-             if ts is not None else stratified_folds(y, config.split.cv_folds, config.split.seed))
+    if ts is not None and pd.api.types.is_datetime64_any_dtype(ts):
+        folds = time_folds(ts, config.split.cv_folds, pd.Timedelta(seconds=config.target.horizon_seconds))
+    else:  # no clock: ``ts`` holds the rows' groups, or is None
+        folds = stratified_folds(y, config.split.cv_folds, config.split.seed, ts)
     for i, (tr, _) in enumerate(folds):
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"cross-validation fold {i + 1} of {len(folds)} has training rows of one class only; "
@@ -240,7 +246,10 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
     pipeline = accelerate.for_fit(pipeline)
     fitted_by = accelerate.engine(pipeline.steps[-1][1])
-    if several:  # the most probable class; probabilities from the estimator (the SVM: libsvm's)
+    if several:  # the estimator's own class; its probabilities (the SVM: libsvm's, pairwise coupling, which
+        # skl2onnx converts; asked for in the final fit only, as they cost libsvm five extra fits)
+        if kind == "svm":
+            pipeline.set_params(model__probability=True)
         model, threshold = accelerate.as_registered(pipeline.fit(X, y)), None
     elif platt:  # probabilities and threshold from the search's own out-of-fold decision values
         model = accelerate.as_registered(pipeline.fit(X, y))
