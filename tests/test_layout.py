@@ -23,7 +23,8 @@ MAY_IMPORT = {
     "report": TOP | {"report", "store", "steps.evaluate", "steps.ingest"},
     "graph": set(),
     "featurize": {"config", "errors"},
-    "flow": TOP | {"steps", "training", "store", "report"},
+    "flow": TOP | {"steps", "training", "store", "report", "mlflow_model"},
+    "mlflow_model": TOP | {"mlflow_model", "serving"},
     "pipeline": TOP | {"flow", "steps", "training", "store", "report"},
 }
 

@@ -98,3 +98,36 @@ def test_the_report_shows_each_class(penguins):
     assert 'id="per-class"' in html and html.count("<td>Chinstrap</td>") == 4  # a row per model
     assert "stratified by class" in html and "time-ordered" not in html
     assert 'data-plot="roc"' not in html  # binary curves are not drawn for three classes
+
+
+def test_mlflow_loads_and_evaluates_the_champion(penguins):
+    """MLflow's own tools on mlpipe's champion: ``mlflow.pyfunc.load_model`` answers mlpipe's columns (classes
+    by name), and ``mlflow.models.evaluate`` on the registered test rows gives the registered macro F1."""
+    import mlflow
+    from mlflow.models import make_metric
+    from sklearn.metrics import f1_score
+
+    ws, _, info, splits = penguins
+    test = splits["test"]
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{info['name']}@champion")
+        answers = model.predict(test[info["features"] + info["categorical"]])
+        assert list(answers.columns) == ["label", "probability", *(f"probability_{c}" for c in CLASSES)]
+        labels = answers["label"].map(CLASSES.index).to_numpy()
+        metrics = classification_metrics(test["label"].to_numpy(), labels, answers.iloc[:, 2:].to_numpy())
+        for key in ("accuracy", "f1", "f1_0", "f1_1", "f1_2"):
+            assert metrics[key] == pytest.approx(info["metrics"][key], abs=1e-12), key
+
+        def macro_f1(predictions, targets, metrics):  # noqa: ARG001 -- MLflow's metric signature
+            return f1_score(targets, predictions, average="macro")
+
+        data = test[info["features"] + info["categorical"]].assign(species=[CLASSES[i] for i in test["label"]])
+        with mlflow.start_run(run_name="evaluate the champion"):
+            result = mlflow.models.evaluate(
+                f"models:/{info['name']}@champion", data, targets="species", predictions="label", model_type=None,
+                extra_metrics=[make_metric(eval_fn=macro_f1, greater_is_better=True, name="macro_f1")])
+        assert result.metrics["macro_f1"] == pytest.approx(info["metrics"]["f1"], abs=1e-12)
+    finally:
+        mlflow.set_tracking_uri(before)

@@ -153,3 +153,19 @@ def test_mlflow_ui_shows_the_run_and_its_metrics(run_workspace, ui_server, brows
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 20_000
     print(f"MLflow UI screenshot: {shot}")
+
+    # the model version's page shows the signature its MLmodel declares (mlflow_model)
+    import json
+
+    import yaml
+
+    ws = run_workspace[0]
+    (mlmodel,) = ws.glob(f"artifacts/**/{champion['run_id']}/artifacts/model/MLmodel")
+    signature = yaml.safe_load(mlmodel.read_text())["signature"]
+    inputs, outputs = (len(json.loads(signature[k])) for k in ("inputs", "outputs"))
+    page.goto(f"http://127.0.0.1:{port}/#/models/{champion['name']}/versions/{result['champion']['version']}")
+    page.get_by_text("Schema", exact=True).first.wait_for()
+    page.get_by_text(f"Inputs ({inputs})", exact=True).first.wait_for()
+    page.get_by_text(f"Outputs ({outputs})", exact=True).first.wait_for()
+    page.get_by_text("Schema", exact=True).first.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "ui-signature.png"))

@@ -3,7 +3,6 @@ the report's measures and plots) on a checks thread, and its MLflow child run on
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -21,7 +20,7 @@ from mlpipe.graph import CATEGORIES, INPUT, OUTPUTS, imputes_missing, predict_on
 from mlpipe.report.evidence import measure
 from mlpipe.report.render import model_pngs, ranking_pngs
 from mlpipe.steps import evaluate, package, train
-from mlpipe.steps.features import known_categories
+from mlpipe.steps.features import feature_spec, known_categories
 from mlpipe.steps.register import short
 from mlpipe.steps.threshold import labels_and_proba
 from mlpipe.store.models import sha256
@@ -75,6 +74,8 @@ class Checked:
     """Metrics on the validation rows, from the graph's answers where there is a graph."""
     validation_one_class: int | None
     """The class answered for every validation row, if only one is."""
+    example: pd.DataFrame
+    """A few test rows, every column: the MLflow Model's input example (``mlflow_model``)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def check_model(trained: train.Trained, onnx: bytes | None, name: str, config: C
                               config.target.classes)
     except Exception:  # noqa: BLE001 -- not lost: the report draws it again at the end and warns if it fails
         pngs = {}
-    return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs, val_metrics, one_class)
+    return Checked(sk_metrics, parity, metrics, labels, proba, confusion, evidence, pngs, val_metrics, one_class,
+                   test.frame.head(5))
 
 
 def track_model(client, experiment_id: str, parent_id: str, trained: train.Trained, onnx: bytes | None,
@@ -174,9 +176,10 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
             log_model_files(client, run_id, onnx, {
                 "name": name, "kind": trained.kind, "features": config.model_features,
                 "categorical": config.categorical, "categories": categories, "classes": config.target.classes,
+                "feature_spec": feature_spec(config),
                 "input": inputs[0], "inputs": inputs,
                 "outputs": list(OUTPUTS), "params": trained.params, "metrics": metrics,
-                "validation": c.validation, "onnx_sha256": digest})
+                "validation": c.validation, "onnx_sha256": digest}, c.example)
             client.set_tag(run_id, "mlpipe.onnx_sha256", digest)
             faults.checkpoint("model.logged")
             if fit is not None:
@@ -192,11 +195,15 @@ def track_model(client, experiment_id: str, parent_id: str, trained: train.Train
                         categories=known_categories(trained.model) if onnx is not None else {})
 
 
-def log_model_files(client, run_id: str, onnx: bytes, meta: dict) -> None:
+def log_model_files(client, run_id: str, onnx: bytes, meta: dict, example: pd.DataFrame) -> None:
+    """The version's ``model`` folder: ``model.onnx``, ``model.json`` and the MLflow Model around them
+    (``mlflow_model``: MLmodel with the onnx and python_function flavours, signature, input example)."""
+    from mlpipe import mlflow_model
+
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "model.onnx").write_bytes(onnx)
-        (Path(tmp) / "model.json").write_text(json.dumps(meta, indent=2, default=str))
-        client.log_artifacts(run_id, tmp, "model")
+        folder = Path(tmp) / "model"
+        mlflow_model.write(folder, onnx, meta, example)
+        client.log_artifacts(run_id, str(folder), "model")
 
 
 def draw_ranking(checks: dict, y_test: np.ndarray, colours: dict[str, str]):
