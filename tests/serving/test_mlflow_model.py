@@ -122,3 +122,34 @@ def test_mlflow_models_serve_answers_invocations_with_the_same_labels(registry, 
     assert len(served) == len(expected)
     assert [p["label"] for p in served] == expected["label"].tolist()
     assert np.allclose([p["probability"] for p in served], expected["probability"], atol=1e-7)
+
+
+def test_versions_registered_before_mlflow_models_still_open_in_mlpipe(registry, tmp_path):
+    """A version whose folder holds only model.onnx and model.json (as mlpipe registered them before): mlpipe
+    opens, checks and serves it as ever; MLflow's own loader says it is no MLflow Model."""
+    import shutil
+
+    import mlflow
+
+    from mlpipe.serving.model import open_model
+    from mlpipe.store.models import download_model, get_version
+    from tests.servers import add_version, copy_workspace
+
+    _, ws, result = registry
+    champion = _champion(result)
+    private = Workspace(copy_workspace(ws, tmp_path / "ws"))
+    like = get_version(private, f"{champion['name']}@champion")
+    folder = mlflow.artifacts.download_artifacts(f"{like.source}", dst_path=str(tmp_path / "now"))
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(os.path.join(folder, name), old / name)
+    version = add_version(private, champion["name"], like, source=str(old))
+    served = open_model(private, f"{champion['name']}:{version}")
+    X = np.zeros((2, len(served.features)), np.float32)
+    labels, proba = served.predict(X)
+    assert labels.shape == (2,) and np.isfinite(proba).all()
+    download_model(private, f"{champion['name']}:{version}", tmp_path / "dl")
+    assert (tmp_path / "dl" / "model.onnx").read_bytes() == (old / "model.onnx").read_bytes()
+    with pytest.raises(mlflow.exceptions.MlflowException, match="MLmodel"):
+        mlflow.pyfunc.load_model(str(old))
