@@ -387,9 +387,6 @@ class Config(_Strict):
                              "for a series give a binary rule")
         if self.features.cyclic and self.data.timestamp is None:
             raise ValueError("features.cyclic needs data.timestamp")
-        if not self.data.series and self.target.column in self.data.features:
-            raise ValueError(f"target.column {self.target.column!r} is also in data.features: with data.series = "
-                             f"false the label is the row's own target, which a model cannot take as input")
         if self.target.multiclass:
             fixed = [k for k, m in self.models.items() if not isinstance(m.threshold, str)]
             if fixed:
@@ -407,6 +404,9 @@ class Config(_Strict):
             if self.target.horizon_seconds != 0:
                 raise ValueError(f"target.horizon {self.target.horizon!r}: with data.series = false the label is "
                                  f"the row's own target; use horizon = \"0h\"")
+            if self.target.column in self.data.features:
+                raise ValueError(f"target.column {self.target.column!r} is also in data.features: with data.series = "
+                                 f"false the label is the row's own target, which a model cannot take as input")
         return self
 
     @field_validator("models")

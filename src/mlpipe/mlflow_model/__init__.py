@@ -55,7 +55,6 @@ def write(folder: Path, onnx: bytes, meta: dict, example: pd.DataFrame) -> None:
     raw = recipe.raw_columns if has_history(recipe) else None
     staging = folder.parent / f".{folder.name}-files"
     staging.mkdir()
-    (staging / "model.onnx").write_bytes(onnx)
     (staging / "model.json").write_text(json.dumps(meta, indent=2, default=str))
     columns = raw if raw is not None else meta["features"] + meta["categorical"]
     example = example[columns].head(EXAMPLE_ROWS).reset_index(drop=True)
@@ -65,10 +64,10 @@ def write(folder: Path, onnx: bytes, meta: dict, example: pd.DataFrame) -> None:
         example = _iso_times(example, [recipe.timestamp])
     mlflow.pyfunc.save_model(
         folder, python_model=str(CODE),
-        artifacts={"onnx": str(staging / "model.onnx"), "info": str(staging / "model.json")},
+        artifacts={"info": str(staging / "model.json")},  # the pyfunc reads the folder's own model.onnx
         signature=signature(meta, raw, recipe and recipe.timestamp, recipe and recipe.group),
         input_example=example, pip_requirements=requirements(__version__))
-    shutil.move(staging / "model.onnx", folder / "model.onnx")
+    (folder / "model.onnx").write_bytes(onnx)
     shutil.move(staging / "model.json", folder / "model.json")
     staging.rmdir()
     model = Model.load(folder / "MLmodel")  # MLflow's onnx flavour on the very same model.onnx

@@ -24,11 +24,13 @@ class MlpipeModel(PythonModel):
         from mlpipe.graph import make_session
         from mlpipe.serving.model import ServedModel
 
-        onnx = Path(context.artifacts["onnx"]).read_bytes()
-        info = json.loads(Path(context.artifacts["info"]).read_text())
+        info_path = Path(context.artifacts["info"])  # <model folder>/artifacts/model.json
+        info = json.loads(info_path.read_text())
+        onnx_path = info_path.parent.parent / "model.onnx"  # the flavours share the folder's one model.onnx
+        onnx = onnx_path.read_bytes()
         if hashlib.sha256(onnx).hexdigest() != info["onnx_sha256"]:
-            raise IntegrityError(f"model {info['name']}: {context.artifacts['onnx']} does not match its registered "
-                                 f"SHA-256 (tampered or truncated)")
+            raise IntegrityError(f"model {info['name']}: {onnx_path} does not match its registered SHA-256 "
+                                 f"(tampered or truncated)")
         spec = info.get("feature_spec")
         self.model = ServedModel(info, make_session(onnx, 0), True, Recipe.from_spec(spec) if spec else None)
 
