@@ -179,6 +179,14 @@ class _History:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def category_matrix(column, names: list[str], where: str) -> np.ndarray:
+    """The graph's string input ``[N, len(names)]``: ``column(name)`` (any column of values) of each name
+    through ``category_text``. Training's frame, a batch file's chunk, a request's records and the MLflow
+    model's input all come here."""
+    columns = [category_text(column(name), where, name) for name in names]
+    return np.column_stack(columns) if columns else np.empty((0, 0), dtype=object)
+
+
 def category_text(values, where: str, name: str) -> np.ndarray:
     """A categorical column as the graph reads it: an object array of strings, integer codes as their text
     (``3`` and ``3.0`` -> ``"3"``), missing values as ``MISSING_CATEGORY``. Numbers that are not whole are

@@ -109,8 +109,9 @@ def test_mlflow_loads_and_evaluates_the_champion(penguins):
 
     ws, _, info, splits = penguins
     test = splits["test"]
-    before = mlflow.get_tracking_uri()
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{ws / 'mlflow.db'}")  # MLflow keeps a registry URI once resolved
     try:
         model = mlflow.pyfunc.load_model(f"models:/{info['name']}@champion")
         answers = model.predict(test[info["features"] + info["categorical"]])
@@ -130,4 +131,5 @@ def test_mlflow_loads_and_evaluates_the_champion(penguins):
                 extra_metrics=[make_metric(eval_fn=macro_f1, greater_is_better=True, name="macro_f1")])
         assert result.metrics["macro_f1"] == pytest.approx(info["metrics"]["f1"], abs=1e-12)
     finally:
-        mlflow.set_tracking_uri(before)
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])

@@ -27,11 +27,13 @@ def registry(run_workspace):
     import mlflow
 
     ws, result = run_workspace
-    before = mlflow.get_tracking_uri()
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # MLflow keeps a registry URI of its own once one was resolved
     yield uri, ws, result
-    mlflow.set_tracking_uri(before)
+    mlflow.set_tracking_uri(before[0])
+    mlflow.set_registry_uri(before[1])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ def answer(model, frame: pd.DataFrame) -> pd.DataFrame:
     """Feature columns -> ``label``, ``probability`` (and ``probability_<class>`` for several classes); raw
     observations, for a model whose features read the past -> the forecasts ``mlpipe predict`` writes
     (timestamp, group, ``forecast_for``, ``label``, ``probability``)."""
-    from mlpipe.featurize import category_text
+    from mlpipe.featurize import category_matrix
 
     frame = pd.DataFrame(frame)
     if needs_raw(model):
@@ -29,11 +29,7 @@ def answer(model, frame: pd.DataFrame) -> pd.DataFrame:
         answered = pd.concat([scorer.feed(frame), scorer.finish()], ignore_index=True)
         return _iso_times(answered, [model.recipe.timestamp, "forecast_for"])  # ISO 8601 text, UTC
     X = frame[model.features].to_numpy(dtype=np.float32) if model.features else np.empty((len(frame), 0), np.float32)
-    C = None
-    if model.categorical:
-        C = np.empty((len(frame), len(model.categorical)), dtype=object)
-        for j, name in enumerate(model.categorical):
-            C[:, j] = category_text(frame[name], "model input", name)
+    C = category_matrix(frame.__getitem__, model.categorical, "model input") if model.categorical else None
     labels, proba = model.predict(X, C)
     if not model.classes:
         return pd.DataFrame({"label": labels.astype(np.int64), "probability": proba.astype(np.float64)})

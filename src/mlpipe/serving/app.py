@@ -128,14 +128,11 @@ def create_app(slot: ModelSlot, *, max_body_bytes: int, ref: Optional[str] = Non
 def _categories(rows: list, names: list[str]) -> np.ndarray:
     """The records' categorical fields as the graph's string input: text, integer codes as their text, null
     as the missing category (``featurize.category_text``, as training read them)."""
-    from mlpipe.featurize import category_text
+    from mlpipe.featurize import category_matrix
 
     raw = np.empty((len(rows), len(names)), dtype=object)
     raw[:] = [r if isinstance(r, tuple) else (r,) for r in rows]
-    out = np.empty_like(raw)
-    for j, name in enumerate(names):
-        out[:, j] = category_text(raw[:, j], "request", name)
-    return out
+    return category_matrix(lambda name: raw[:, names.index(name)], names, "request")
 
 
 def _forecast_routes(app: FastAPI, slot: ModelSlot, forecaster: "Forecaster", log: Optional["ForecastLog"]) -> None:

@@ -293,16 +293,14 @@ def _score(model, batch, where: str):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlpipe.featurize import category_text
+    from mlpipe.featurize import category_matrix
 
     X = np.empty((batch.num_rows, len(model.features)), dtype=np.float32)
     for j, name in enumerate(model.features):
         X[:, j] = pc.cast(batch.column(name), pa.float32()).to_numpy(zero_copy_only=False)
-    C = None
-    if model.categorical:  # text as training read it: integer codes as their text, empty or null as missing
-        C = np.empty((batch.num_rows, len(model.categorical)), dtype=object)
-        for j, name in enumerate(model.categorical):
-            C[:, j] = category_text(batch.column(name).to_pandas(), where, name)
+    # text as training read it: integer codes as their text, empty or null as missing
+    C = category_matrix(lambda name: batch.column(name).to_pandas(), model.categorical, where) \
+        if model.categorical else None
     labels, proba = model.predict(X, C)
     names = [_rename(n) for n in batch.schema.names]
     if model.classes:  # several classes: the class by name, its probability, then each class's

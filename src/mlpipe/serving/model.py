@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Optional
 
 import numpy as np
@@ -35,9 +36,9 @@ class ServedModel:
     def features(self) -> list[str]:
         return self.info["features"]
 
-    @property
+    @cached_property
     def inputs(self) -> set[str]:
-        """The names of the inputs its graph declares."""
+        """The names of the inputs its graph declares (asked once: ``predict`` is a request's hot path)."""
         return {i.name for i in self.session.get_inputs()}
 
     @property
