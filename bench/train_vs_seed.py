@@ -77,8 +77,8 @@ def tiled(size: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat(copies, ignore_index=True)
 
 
-def seed_procedure(csv: Path) -> dict:
-    """The seed's training, timed from reading the CSV to the last test score."""
+def seed_procedure(csv: Path, label: str = LABEL) -> dict:
+    """The seed's training, timed from reading the CSV to the last test score; ``label``: its label column."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import f1_score
     from sklearn.model_selection import GridSearchCV, train_test_split
@@ -90,8 +90,8 @@ def seed_procedure(csv: Path) -> dict:
     df = df.iloc[np.argsort(pd.to_datetime(df["Timestamp"]).to_numpy(), kind="stable")]
     n_test = int(round(0.2 * len(df)))
     train, test = df.iloc[:-n_test], df.iloc[-n_test:]
-    X, y = train[FEATURES].to_numpy(), train[LABEL].to_numpy()
-    X_test, y_test = test[FEATURES].to_numpy(), test[LABEL].to_numpy()
+    X, y = train[FEATURES].to_numpy(), train[label].to_numpy()
+    X_test, y_test = test[FEATURES].to_numpy(), test[label].to_numpy()
     X_train, _X_val, y_train, _y_val = train_test_split(X, y, test_size=0.2, random_state=1)
     scaler = StandardScaler()
     X_train = scaler.fit_transform(X_train)
@@ -161,9 +161,9 @@ def _timed(cmd: list[str]) -> tuple[float, float, str, str]:
     return wall, cpu, proc.stdout, proc.stderr
 
 
-def mlpipe_run(csv: Path, workspace: Path) -> dict:
+def mlpipe_run(csv: Path, workspace: Path, config: Path = CONFIG) -> dict:
     """``mlpipe run`` end to end in a fresh workspace, timed around the whole command (start-up included)."""
-    wall, cpu, stdout, stderr = _timed([sys.executable, "-m", "mlpipe", "run", "--config", str(CONFIG), "--source",
+    wall, cpu, stdout, stderr = _timed([sys.executable, "-m", "mlpipe", "run", "--config", str(config), "--source",
                                         str(csv), "--workspace", str(workspace), "--json"])
     result = json.loads(stdout)
     f1 = {m["kind"]: m["metrics"]["f1"] for m in result["models"] if m["kind"] != "baseline"}

@@ -246,8 +246,9 @@ class ModelConfig(_Strict):
     params: dict[str, Scalar] = {}
     """Fixed hyperparameters, applied to every candidate."""
     max_rows: Annotated[int, Field(ge=1)] | None = None
-    """Budget: with more training rows than this the kind is left out of the run, with its reason printed.
-    Default: 50,000 for the SVM (``steps.train.SVM_MAX_ROWS``), none for the others."""
+    """Budget: with more training rows than this, the kind's final fit (and each search fit) uses a
+    time-stratified sample of this many rows (``training.plan``). Default: 50,000 for the SVM
+    (``training.plan.SVM_MAX_ROWS``), none for the others."""
     @field_validator("space", "params")
     @classmethod
     def _none(cls, v):

@@ -21,6 +21,7 @@ from mlpipe.steps import ingest, package, register, train
 from mlpipe.steps.features import add_time_features, feature_matrix
 from mlpipe.store.workspace import Workspace
 from mlpipe.training import fitcache
+from mlpipe.training.plan import plan
 from mlpipe.training.worker import quiet_warnings
 
 __all__ = ["ModelOutcome", "RunResult", "run"]
@@ -64,13 +65,9 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
 
         # 3-5. train each kind (the worker searches, fits and packages it as ONNX, or reuses an identical fit);
         # test it and check its graph against scikit-learn (checks threads), track it (tracking thread)
-        kinds = [train.BASELINE]
-        for kind in (k for k in train.KINDS if config.model(k).enabled):
-            why = train.left_out(kind, len(y), config)
-            if why is None:
-                kinds.append(kind)
-            else:
-                console.warn(why)
+        kinds = [train.BASELINE, *(k for k in train.KINDS if config.model(k).enabled)]
+        for kind in kinds[1:]:  # how each kind trains at this size (the worker makes the same plan)
+            console.info(f"  [dim]·[/] {kind}: {plan(kind, len(y), config.model(kind)).describe()}")
         names = {kind: f"{prefix}-{kind}" for kind in kinds}
         colours = palette(list(names.values()))
         tracked, checks = [], {}

@@ -15,7 +15,7 @@ from mlpipe.graph import CATEGORIES, INPUT, OUTPUTS
 from mlpipe.steps import ingest, package
 from mlpipe.steps.features import known_categories
 from mlpipe.steps.threshold import labels_and_proba
-from mlpipe.steps.train import Prior, left_out, train_baseline, train_model
+from mlpipe.steps.train import Prior, train_baseline, train_model
 
 ROWS = 3000
 
@@ -128,12 +128,3 @@ def test_the_class_prior_is_the_baseline_of_independent_rows():
     labels, proba = session.run(list(OUTPUTS), {INPUT: frame[["x", "y"]].to_numpy(np.float32)})
     assert (labels == 0).all() and np.allclose(proba, [[0.7, 0.3]])
     assert labels.shape == (len(frame),)
-
-
-def test_the_svm_is_left_out_above_its_row_budget():
-    config = _config()
-    assert left_out("svm", 50_000, config) is None
-    assert "svm left out: 50,001 training rows, above its budget of 50,000" in left_out("svm", 50_001, config)
-    assert left_out("lightgbm", 10_000_000, config) is None
-    small = Config.model_validate({**config.model_dump(), "models": {"lightgbm": {"max_rows": 100}}})
-    assert "raise models.lightgbm.max_rows" in left_out("lightgbm", 101, small)

@@ -15,6 +15,7 @@ from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
 from mlpipe.steps.threshold import inner, threshold_from_decisions
 from mlpipe.training import accelerate, search
+from mlpipe.training.plan import Plan, cap_folds, plan, time_stratified
 
 BASELINE = "baseline"
 
@@ -167,23 +168,6 @@ def train_baseline(config: Config, y: np.ndarray | None = None) -> Trained:
                                      "prior": [round(p, 4) for p in prior.prior]}, pd.DataFrame(), 0.0)
 
 
-SVM_MAX_ROWS = 50_000
-"""The kernel SVM's default row budget (``models.svm.max_rows``): its exact fit grows with the square of the
-rows or worse (the 20,000 NYC training rows: seconds; 221,818 Turku rows: not done after 25 minutes)."""
-
-
-def left_out(kind: str, rows: int, config: Config) -> str | None:
-    """Why ``kind`` is left out of a run on ``rows`` training rows, or None: above its row budget."""
-    budget = config.model(kind).max_rows
-    if budget is None and kind == "svm":
-        budget = SVM_MAX_ROWS
-    if budget is not None and rows > budget:
-        why = " (an exact kernel SVM's fit grows with the square of the rows)" if kind == "svm" else ""
-        return (f"{kind} left out: {rows:,} training rows, above its budget of {budget:,}{why}; "
-                f"raise models.{kind}.max_rows to train it anyway")
-    return None
-
-
 def time_folds(ts: pd.Series, n_splits: int, horizon: pd.Timedelta) -> list[tuple[np.ndarray, np.ndarray]]:
     """Forward-chaining folds over distinct timestamps: validate on a later block, train on what came before
     it, less an embargo of ``horizon`` so no training label is observed inside the validation block."""
@@ -210,11 +194,15 @@ def stratified_folds(y: np.ndarray, n_splits: int, seed: int, groups=None) -> li
     return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(rows, y))
 
 
-def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, config: Config) -> Trained:
+def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, config: Config,
+                size_plan: Plan | None = None) -> Trained:
     """Search ``kind`` over time-ordered folds (macro F1) as ``models.<kind>`` says, then fit the best
     parameters once on all rows. ``ts``: the rows' timestamps; without a timestamp, their groups (folds keep a
-    group together) or None: then the folds are stratified by class."""
+    group together) or None: then the folds are stratified by class. ``size_plan``: how it trains at this
+    size (``training.plan``; default: the plan of these rows), recorded in its parameters as ``plan``."""
     spec, settings = KINDS[kind], config.model(kind)
+    size_plan = size_plan or plan(kind, len(y), settings)
+    settings = settings.model_copy(update={"strategy": size_plan.strategy})
     several = config.target.multiclass  # no decision threshold, no Platt scaling: binary only
     fast = _onedal(kind, spec, settings.engine) and not several
     pipeline = make_pipeline(spec.make_fast() if fast else spec.make(), X, config.data.onehot_max)
@@ -237,30 +225,36 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
         if len(np.unique(y[tr])) < 2:
             raise DataError(f"cross-validation fold {i + 1} of {len(folds)} has training rows of one class only; "
                             f"give more data or fewer split.cv_folds")
+    folds = cap_folds(folds, size_plan.search_rows, settings.seed)
     with console.progress_bar(search.progress_columns()) as bar:
         result = search.search(pipeline, space, settings, X, y, folds, config.compute, key=f"models.{kind}.space",
                                want_decision=True if platt else "proba" if tuned else False,
                                progress=search.Progress(f"search {kind}", bar), threads=threads)
     best = {k: _plain(v) for k, v in result.best_params.items()}
     started = time.perf_counter()
-    pipeline.set_params(**{f"model__{k}": v for k, v in {**best, **spec.final_params}.items()})
+    final = {**best, **spec.final_params}
+    if size_plan.tree_rows:
+        final["max_samples"] = size_plan.tree_rows
+    pipeline.set_params(**{f"model__{k}": v for k, v in final.items()})
     pipeline = accelerate.for_fit(pipeline)
     fitted_by = accelerate.engine(pipeline.steps[-1][1])
+    rows = time_stratified(np.arange(len(y)), size_plan.fit_rows, settings.seed)
+    X_fit, y_fit = search.rows(X, rows), y[rows]
     if several:  # the estimator's own class; its probabilities (the SVM: libsvm's, pairwise coupling, which
         # skl2onnx converts; asked for in the final fit only, as they cost libsvm five extra fits)
         if kind == "svm":
             pipeline.set_params(model__probability=True)
-        model, threshold = accelerate.as_registered(pipeline.fit(X, y)), None
+        model, threshold = accelerate.as_registered(pipeline.fit(X_fit, y_fit)), None
     elif platt:  # probabilities and threshold from the search's own out-of-fold decision values
-        model = accelerate.as_registered(pipeline.fit(X, y))
+        model = accelerate.as_registered(pipeline.fit(X_fit, y_fit))
         platt_scale(model.named_steps["model"], result.best_decision, y)
         model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
     else:  # the threshold from the search's own out-of-fold probabilities: one fit, on all rows
-        model, threshold = threshold_from_decisions(accelerate.as_registered(pipeline.fit(X, y)), X, y,
+        model, threshold = threshold_from_decisions(accelerate.as_registered(pipeline.fit(X_fit, y_fit)), X, y,
                                                     result.best_decision, settings, platt=False)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold,
-              "engine": fitted_by}
+              "engine": fitted_by, "plan": size_plan.describe(), "fit_rows": len(rows)}
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)
     return Trained(kind, model, params, result.trials, time.perf_counter() - started)

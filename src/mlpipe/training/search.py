@@ -79,7 +79,7 @@ class SearchResult:
 
 # --------------------------------------------------------------------------------------------- the fold fit
 
-def _rows(X, idx: np.ndarray):
+def rows(X, idx: np.ndarray):
     """Rows of a float32 matrix, or of a frame with categories (``steps.features.feature_matrix``)."""
     return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
 
@@ -100,16 +100,16 @@ def fit_fold(template, X: np.ndarray, y: np.ndarray, folds, task: FoldTask, want
     train_idx = subsample(train_idx, task.fraction, task.seed, task.fold)
     model = for_fit(clone(template).set_params(**{f"model__{k}": v for k, v in task.params.items()}))
     started = time.perf_counter()
-    model = as_scored(model.fit(_rows(X, train_idx), y[train_idx]))  # a oneDAL fit, scored as its scikit-learn copy
+    model = as_scored(model.fit(rows(X, train_idx), y[train_idx]))  # a oneDAL fit, scored as its scikit-learn copy
     fit_seconds = time.perf_counter() - started
     if want_decision == "proba":  # one pass: these classifiers' predict is the most probable class
-        proba = model.predict_proba(_rows(X, val_idx))
+        proba = model.predict_proba(rows(X, val_idx))
         decision, predicted = proba[:, 1].astype(np.float64), model.classes_[np.argmax(proba, axis=1)]
     elif want_decision:  # one pass over the validation rows: a binary SVC predicts the sign of its decision
-        decision = model.decision_function(_rows(X, val_idx)).astype(np.float64)
+        decision = model.decision_function(rows(X, val_idx)).astype(np.float64)
         predicted = model.classes_[(decision > 0).astype(int)]
     else:
-        decision, predicted = np.empty(0), model.predict(_rows(X, val_idx))
+        decision, predicted = np.empty(0), model.predict(rows(X, val_idx))
     if tuned_metric is not None and len(decision):  # labelled as the tuned model will label (any monotone score)
         from mlpipe.steps.threshold import best_threshold
 
@@ -438,7 +438,8 @@ class Progress:
 
 
 def progress_columns() -> list:
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return [TextColumn("  [bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("trials  best CV F1 {task.fields[best]}"), TimeElapsedColumn()]
+            TextColumn("trials  best CV F1 {task.fields[best]}"), TimeElapsedColumn(), TextColumn("left"),
+            TimeRemainingColumn()]

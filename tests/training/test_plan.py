@@ -1,0 +1,78 @@
+"""Size plans (``mlpipe.training.plan``): how each kind trains as the rows grow, and that a trained model keeps
+to its plan."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlpipe.config import ModelConfig
+from mlpipe.steps import package
+from mlpipe.steps.evaluate import classification_metrics
+from mlpipe.steps.threshold import inner, labels_and_proba
+from mlpipe.steps.train import train_model
+from mlpipe.training.plan import (FOREST_TREE_ROWS, HALVING_ABOVE, SEARCH_ROWS, SVM_MAX_ROWS, SVM_SEARCH_ROWS,
+                                  cap_folds, plan, time_stratified)
+from tests.training.test_search import config
+
+
+def test_small_data_is_searched_and_fitted_on_every_row():
+    for kind in ("svm", "random_forest", "lightgbm"):
+        rows = SVM_SEARCH_ROWS if kind == "svm" else HALVING_ABOVE
+        p = plan(kind, rows, ModelConfig())
+        assert (p.strategy, p.search_rows, p.fit_rows, p.tree_rows) == ("grid", None, None, None), kind
+        assert p.describe() == f"grid search on every row; final fit on all {rows:,} rows"
+
+
+def test_large_data_gets_halving_bounded_searches_and_bounded_fits():
+    rows = 10_000_000
+    svm, forest, lgbm = (plan(k, rows, ModelConfig()) for k in ("svm", "random_forest", "lightgbm"))
+    assert forest.strategy == lgbm.strategy == "halving" and svm.strategy == "grid"
+    assert svm.search_rows == SVM_SEARCH_ROWS and svm.fit_rows == SVM_MAX_ROWS  # a sample, never left out
+    assert forest.search_rows == lgbm.search_rows == SEARCH_ROWS
+    assert forest.fit_rows is None and forest.tree_rows == FOREST_TREE_ROWS
+    assert lgbm.fit_rows is None and lgbm.tree_rows is None
+    assert svm.describe() == ("grid search on samples of 20,000 rows per fold fit; final fit on a "
+                              "time-stratified sample of 50,000 of 10,000,000 rows")
+    assert forest.describe().endswith("final fit on all 10,000,000 rows, 200,000 per tree")
+
+
+def test_what_the_config_says_wins_over_the_plan():
+    p = plan("random_forest", 10_000_000, ModelConfig(strategy="grid", params={"max_samples": 0.1}, max_rows=5000))
+    assert (p.strategy, p.search_rows, p.fit_rows, p.tree_rows) == ("grid", 5000, 5000, None)
+
+
+def test_a_time_stratified_sample_draws_once_from_every_stretch_of_time():
+    idx = np.arange(1_000_000)
+    picked = time_stratified(idx, 1000, seed=3)
+    assert len(picked) == 1000 and (np.diff(picked) > 0).all()
+    assert (picked // 1000 == np.arange(1000)).all()  # one row from each block of 1,000 consecutive rows
+    assert (time_stratified(idx, 1000, seed=3) == picked).all()  # seeded
+    assert not (time_stratified(idx, 1000, seed=4) == picked).all()
+    assert (time_stratified(idx[:10], 1000) == idx[:10]).all()  # fewer rows than asked: all of them
+    folds = cap_folds([(np.arange(5000), np.arange(5000, 9000))], 100)
+    assert [len(a) for a in folds[0]] == [100, 100] and folds[0][1].min() >= 5000
+
+
+@pytest.mark.parametrize("kind", ["svm", "random_forest"])
+def test_a_model_above_its_budget_trains_on_a_sample_and_still_converts(kind):
+    rng = np.random.default_rng(0)
+    n = 1200
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] ** 2 + 0.5 * rng.normal(size=n) > 0.5).astype(int)
+    ts = pd.Series(pd.date_range("2021-01-01", periods=n, freq="h", tz="UTC"))
+    cfg = config(**{kind: {"max_rows": 300, "space": {"C": [1.0]} if kind == "svm" else {"max_depth": [4]},
+                           "params": {} if kind == "svm" else {"n_estimators": 10}}})
+    trained = train_model(kind, X, y, ts, cfg)
+    assert trained.params["fit_rows"] == 300
+    assert trained.params["plan"] == "grid search on samples of 300 rows per fold fit; final fit on a " \
+                                     "time-stratified sample of 300 of 1,200 rows"
+    estimator = inner(trained.model).named_steps["model"]
+    if kind == "svm":
+        assert estimator.support_vectors_.shape[0] <= 300
+    else:
+        assert estimator.estimators_[0].tree_.weighted_n_node_samples[0] <= 300
+    assert set(trained.cv_results["fraction"]) == {1.0}
+    labels, proba = labels_and_proba(trained.model, X)  # answers every row, and its graph agrees
+    parity = package.check_parity(kind, package.to_onnx(trained, cfg), X, y, labels, proba,
+                                  classification_metrics(y, labels, proba))
+    assert parity.agreement == 1.0
