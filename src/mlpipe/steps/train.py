@@ -250,20 +250,33 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
         # skl2onnx converts; asked for in the final fit only, as they cost libsvm five extra fits)
         if kind == "svm":
             pipeline.set_params(model__probability=True)
-        model, threshold = accelerate.as_registered(pipeline.fit(X, y)), None
+        model, threshold = accelerate.as_registered(_final_fit(pipeline, X, y, ts, config, kind)), None
     elif platt:  # probabilities and threshold from the search's own out-of-fold decision values
         model = accelerate.as_registered(pipeline.fit(X, y))
         platt_scale(model.named_steps["model"], result.best_decision, y)
         model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
     else:  # the threshold from the search's own out-of-fold probabilities: one fit, on all rows
-        model, threshold = threshold_from_decisions(accelerate.as_registered(pipeline.fit(X, y)), X, y,
-                                                    result.best_decision, settings, platt=False)
+        fitted = accelerate.as_registered(_final_fit(pipeline, X, y, ts, config, kind))
+        model, threshold = threshold_from_decisions(fitted, X, y, result.best_decision, settings, platt=False)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold,
               "engine": fitted_by}
+    params.update(getattr(estimator, "distributed_fit_", {}))  # engine, workers and Ray nodes of a fit on Ray
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)
     return Trained(kind, model, params, result.trials, time.perf_counter() - started)
+
+
+def _final_fit(pipeline, X, y: np.ndarray, ts, config: Config, kind: str):
+    """The one fit on all training rows: here, or data-parallel over Ray Train workers when
+    ``models.<kind>.workers`` asks (``mlpipe.training.distributed``; its record is kept on the estimator)."""
+    if config.model(kind).workers is None:
+        return pipeline.fit(X, y)
+    from mlpipe.training import distributed
+
+    fitted = distributed.fit_on_ray(pipeline, X, y, ts, config, kind)
+    fitted.pipeline.named_steps["model"].distributed_fit_ = fitted.record
+    return fitted.pipeline
 
 
 def _onedal(kind: str, spec: ModelKind, engine: str) -> bool:
