@@ -85,6 +85,7 @@ def run(
     from mlpipe.config import load_config, on_ray, without_cache
     from mlpipe.pipeline import run as run_pipeline
     from mlpipe.store.workspace import run_workspace
+    from mlpipe.training.distributed import check_workers
     from mlpipe.training.search import check_compute
 
     console.set_quiet(quiet)
@@ -94,6 +95,8 @@ def run(
     if no_cache:
         cfg = without_cache(cfg)
     check_compute(cfg.compute)  # before any work: a Ray head that is not there is bad input
+    for kind, settings in cfg.models.items():  # and a data-parallel fit without a Ray cluster to run on
+        check_workers(kind, settings.workers if settings.enabled else None, cfg.compute.backend)
     ws = run_workspace(workspace, cfg, tracking_uri=tracking_uri, datasets_uri=datasets_uri,
                        artifact_location=artifact_location)
     with redirect_stdout(sys.stderr):  # libraries that print must not corrupt the JSON document

@@ -249,6 +249,10 @@ class ModelConfig(_Strict):
     """Budget: with more training rows than this, the kind's final fit (and each search fit) uses a
     time-stratified sample of this many rows (``training.plan``). Default: 50,000 for the SVM
     (``training.plan.SVM_MAX_ROWS``), none for the others."""
+    workers: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """LightGBM only, with ``compute.backend = "ray"``: the final fit on all training rows runs data-parallel
+    over this many Ray Train workers (LightGBM's ``tree_learner = "data"``), each on its own Parquet shard of
+    the training rows (``mlpipe.training.distributed``); the search is unchanged. None: one local fit."""
     @field_validator("space", "params")
     @classmethod
     def _none(cls, v):
@@ -393,6 +397,9 @@ class Config(_Strict):
             if fixed:
                 raise ValueError(f"models.{fixed[0]}.threshold: a decision threshold is for binary targets; a "
                                  f"target of several classes answers its model's own class")
+        others = [k for k, m in self.models.items() if m.workers is not None and k != "lightgbm"]
+        if others:
+            raise ValueError(f"models.{others[0]}.workers: data-parallel training on Ray is for lightgbm only")
         if self.target.column in self.data.categorical:
             raise ValueError(f"target.column {self.target.column!r} is also in data.categorical: a model cannot "
                              f"take its own target as input")

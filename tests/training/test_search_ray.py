@@ -1,90 +1,21 @@
 """Search trials on a real Ray head started on 127.0.0.1 by the test (and stopped after, also on failure)."""
 
-import importlib.util
 import json
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 
 import pandas as pd
 import pytest
 
+from tests import ray_cluster
 from tests.conftest import TURKU_CONFIG, mlpipe
-
-# Token auth off on a head that listens on loopback only; without the second variable Ray swaps 127.0.0.1 for
-# the machine's network address and binds its servers there.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _need_ray() -> None:
-    if importlib.util.find_spec("ray") is None:
-        if os.environ.get("MLPIPE_REQUIRE_SERVICES") == "1":
-            pytest.fail("Ray is not installed, and MLPIPE_REQUIRE_SERVICES=1 (pip install 'mlpipe[ray]')")
-        pytest.skip("Ray is not installed (pip install 'mlpipe[ray]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ray_cluster import RAY_ENV, free_port as _free_port, need_ray as _need_ray, node_ids as _node_ids
 
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """``ray start --head --block`` in its own session on 127.0.0.1; the whole session is ended after."""
-    _need_ray()
-    port, tmp = _free_port(), tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are long
-    log_path = os.path.join(tmp, "head.log")
-    with open(log_path, "w") as log:
-        head = subprocess.Popen(
-            # this interpreter, not a `ray` script found on PATH: the head's workers run the Python that started
-            # it, and must import this mlpipe (a `ray` of another environment ran another mlpipe's fit function)
-            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address",
-             "127.0.0.1", "--port", str(port), "--include-dashboard", "false", "--num-cpus", "2",
-             "--disable-usage-stats", "--temp-dir", tmp],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV}, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while "Ray runtime started" not in open(log_path).read():
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head failed:\n{open(log_path).read()[-3000:]}")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}", head.pid
-    finally:
-        _end_session(head)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _end_session(head: subprocess.Popen) -> None:
-    try:
-        os.killpg(head.pid, signal.SIGTERM)  # ray start --block stops the processes it started
-        head.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(head.pid, signal.SIGKILL)  # anything of that session still there
-    except ProcessLookupError:
-        pass
-    head.wait()
-
-
-def _node_ids(session: int) -> set[str]:
-    """The node ids of the raylets in the head's process session (from their command lines)."""
-    ids = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.getsid(int(pid)) == session:
-                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-                ids |= set(re.findall(r"--node_id=([0-9a-f]+)", cmdline)) if "raylet" in cmdline else set()
-        except (OSError, ProcessLookupError):
-            continue
-    return ids
+    """A Ray head on 127.0.0.1 (``tests.ray_cluster.head``), its session ended after."""
+    with ray_cluster.head(num_cpus=2) as (address, session, _):
+        yield address, session
 
 
 def _trials(workspace, run: dict) -> dict[str, pd.DataFrame]:

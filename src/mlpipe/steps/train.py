@@ -240,24 +240,37 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     fitted_by = accelerate.engine(pipeline.steps[-1][1])
     rows = time_stratified(np.arange(len(y)), size_plan.fit_rows, settings.seed)
     X_fit, y_fit = search.rows(X, rows), y[rows]
-    if several:  # the estimator's own class; its probabilities (the SVM: libsvm's, pairwise coupling, which
-        # skl2onnx converts; asked for in the final fit only, as they cost libsvm five extra fits)
-        if kind == "svm":
-            pipeline.set_params(model__probability=True)
-        model, threshold = accelerate.as_registered(pipeline.fit(X_fit, y_fit)), None
+    ts_fit = ts.iloc[rows] if ts is not None and size_plan.fit_rows else ts
+    if several and kind == "svm":  # the estimator's own class; its probabilities (the SVM: libsvm's, pairwise
+        # coupling, which skl2onnx converts; asked for in the final fit only, as they cost libsvm five extra fits)
+        pipeline.set_params(model__probability=True)
+    fitted = accelerate.as_registered(_final_fit(pipeline, X_fit, y_fit, ts_fit, config, kind))
+    if several:
+        model, threshold = fitted, None
     elif platt:  # probabilities and threshold from the search's own out-of-fold decision values
-        model = accelerate.as_registered(pipeline.fit(X_fit, y_fit))
-        platt_scale(model.named_steps["model"], result.best_decision, y)
-        model, threshold = threshold_from_decisions(model, X, y, result.best_decision, settings)
-    else:  # the threshold from the search's own out-of-fold probabilities: one fit, on all rows
-        model, threshold = threshold_from_decisions(accelerate.as_registered(pipeline.fit(X_fit, y_fit)), X, y,
-                                                    result.best_decision, settings, platt=False)
+        platt_scale(fitted.named_steps["model"], result.best_decision, y)
+        model, threshold = threshold_from_decisions(fitted, X, y, result.best_decision, settings)
+    else:  # the threshold from the search's own out-of-fold probabilities
+        model, threshold = threshold_from_decisions(fitted, X, y, result.best_decision, settings, platt=False)
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold,
               "engine": fitted_by, "plan": size_plan.describe(), "fit_rows": len(rows)}
+    params.update(getattr(estimator, "distributed_fit_", {}))  # engine, workers and Ray nodes of a fit on Ray
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)
     return Trained(kind, model, params, result.trials, time.perf_counter() - started)
+
+
+def _final_fit(pipeline, X, y: np.ndarray, ts, config: Config, kind: str):
+    """The one final fit (on the rows of the size plan): here, or data-parallel over Ray Train workers when
+    ``models.<kind>.workers`` asks (``mlpipe.training.distributed``; its record is kept on the estimator)."""
+    if config.model(kind).workers is None:
+        return pipeline.fit(X, y)
+    from mlpipe.training import distributed
+
+    fitted = distributed.fit_on_ray(pipeline, X, y, ts, config, kind)
+    fitted.pipeline.named_steps["model"].distributed_fit_ = fitted.record
+    return fitted.pipeline
 
 
 def _onedal(kind: str, spec: ModelKind, engine: str) -> bool:
