@@ -4,12 +4,12 @@
     PYTHONPATH=src python3 bench/scale.py --stations 16 52      # some of them
 
 Data: the Turku rows as a network of stations (``bench/stations.py``: station k a jittered copy, same
-timestamps), written as Parquet in a temporary folder. Config: ``bench/configs/turku_defaults.toml`` (data,
-target, registry; every search and model setting left to mlpipe's defaults), ``--source`` the stations' file.
+timestamps), written as Parquet in a temporary folder. Config: ``configs/turku.toml`` as it ships (its time-series
+features; every search and model setting left to mlpipe's defaults), ``--source`` the stations' file.
 Each size: one ``mlpipe run`` end to end in a fresh workspace (ingest, features, every enabled model searched,
 tested, packaged, parity-checked on every test row, registered, reported), timed around the whole command;
-peak memory is the largest sum of the resident memory of the run and all its child processes (sampled every
-0.2 s from /proc); per step, the run's own step lines. Writes ``bench/results/scale.md`` and ``.json``.
+peak memory is the largest proportional set size (PSS) of the run and all its child processes together
+(sampled every 0.2 s from /proc; shared pages counted once); per step, the run's own step lines. Writes ``bench/results/scale.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from stations import write_stations  # noqa: E402
 
 from mlpipe.provenance import cpu_model  # noqa: E402  (PYTHONPATH=src, as the docstring says)
 
-CONFIG = REPO / "bench" / "configs" / "turku_defaults.toml"
+CONFIG = REPO / "configs" / "turku.toml"
 STEP = re.compile(r"✓ (.+?) \((\d+\.\d+) s\)")
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and every process below it (Linux: /proc)."""
-    parent, rss = {}, {}
+def _tree_pss(pid: int) -> int:
+    """Proportional set size of ``pid`` and every process below it (Linux: /proc): each shared page counted
+    once over the processes that share it, as resident memory summed would count it in each."""
+    parent = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -49,13 +50,20 @@ def _tree_rss(pid: int) -> int:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         parent[int(entry)] = int(fields["PPid"])
-        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
     tree, grew = {pid}, True
     while grew:
         below = {p for p, pp in parent.items() if pp in tree} - tree
         tree |= below
         grew = bool(below)
-    return sum(rss.get(p, 0) for p in tree)
+    total = 0
+    for p in tree:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
 
 
 def run_once(source: Path, workspace: Path) -> dict:
@@ -68,7 +76,7 @@ def run_once(source: Path, workspace: Path) -> dict:
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            peak[0] = max(peak[0], _tree_pss(proc.pid))
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -80,8 +88,8 @@ def run_once(source: Path, workspace: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"mlpipe run failed ({proc.returncode}) on {source}:\n{stderr[-4000:]}")
     result = json.loads(stdout)
-    plans = dict(re.findall(r"· (svm|random_forest|lightgbm): (.+)", stderr))
-    return {"wall_s": wall, "peak_rss_gb": peak[0] / 2**30, "steps_s": {m[1]: float(m[2]) for m in STEP.finditer(stderr)},
+    plans = dict(re.findall(r"· (svm|random_forest|lightgbm): (\w+ search .+)", stderr))
+    return {"wall_s": wall, "peak_pss_gb": peak[0] / 2**30, "steps_s": {m[1]: float(m[2]) for m in STEP.finditer(stderr)},
             "rows_read": result["ingest"]["rows_read"], "train_rows": result["ingest"]["train_rows"],
             "test_rows": result["ingest"]["test_rows"], "plans": plans,
             "f1": {m["kind"]: m["metrics"]["f1"] for m in result["models"]},
@@ -93,13 +101,13 @@ def report(results: list[dict], command: str) -> str:
              f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
              f"- machine: {os.cpu_count()} cores (nproc), {cpu_model()}, {platform.machine()}, "
              f"Python {platform.python_version()}, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
-             f"- command: `{command}`", f"- config: `{CONFIG.relative_to(REPO)}` (defaults), data: `bench/stations.py`",
-             "", "| stations | rows | training rows | wall s | peak memory GB | test macro F1 (per model) | champion |",
+             f"- command: `{command}`", f"- config: `{CONFIG.relative_to(REPO)}` (as shipped: default models and searches), data: `bench/stations.py`",
+             "", "| stations | rows | training rows | wall s | peak memory GB (PSS) | test macro F1 (per model) | champion |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         f1 = ", ".join(f"{k} {v:.4f}" for k, v in r["f1"].items())
         lines.append(f"| {r['stations']} | {r['rows_read']:,} | {r['train_rows']:,} | {r['wall_s']:.1f} | "
-                     f"{r['peak_rss_gb']:.2f} | {f1} | {r['champion']} |")
+                     f"{r['peak_pss_gb']:.2f} | {f1} | {r['champion']} |")
     steps = list(dict.fromkeys(s for r in results for s in r["steps_s"]))
     lines += ["", "Per step (seconds, the run's own step lines; steps overlap, so they do not add up to the wall "
               "time):", "", "| rows | " + " | ".join(steps) + " |", "| --- |" + " --- |" * len(steps)]
@@ -134,7 +142,7 @@ def main() -> None:
             write_stations(n, source)
             print(f"{n} stations: mlpipe run ...", file=sys.stderr, flush=True)
             r = {"stations": n, **run_once(source, Path(tmp) / f"ws-{n}")}
-            print(f"  {r['rows_read']:,} rows: {r['wall_s']:.1f} s, peak {r['peak_rss_gb']:.2f} GB, steps {r['steps_s']}",
+            print(f"  {r['rows_read']:,} rows: {r['wall_s']:.1f} s, peak {r['peak_pss_gb']:.2f} GB, steps {r['steps_s']}",
                   file=sys.stderr, flush=True)
             results.append(r)
             source.unlink()

@@ -249,6 +249,9 @@ class ModelConfig(_Strict):
     """Budget: with more training rows than this, the kind's final fit (and each search fit) uses a
     time-stratified sample of this many rows (``training.plan``). Default: 50,000 for the SVM
     (``training.plan.SVM_MAX_ROWS``), none for the others."""
+    approximate: bool = True
+    """The SVM above ``max_rows``: fitted through a kernel approximation that is still an SVC
+    (``training.approx``); false: exactly, on a time-stratified sample of ``max_rows`` rows."""
     workers: Annotated[int, Field(ge=1, le=1024)] | None = None
     """LightGBM only, with ``compute.backend = "ray"``: the final fit on all training rows runs data-parallel
     over this many Ray Train workers (LightGBM's ``tree_learner = "data"``), each on its own Parquet shard of

@@ -64,10 +64,9 @@ class OnnxClassifier:
         return self
 
     def _run(self, X) -> tuple[np.ndarray, np.ndarray]:
-        from mlpipe.graph import OUTPUTS, feed
+        from mlpipe.graph import run
 
-        labels, proba = self._session.run(list(OUTPUTS), feed(self._session, X))
-        return labels, proba
+        return run(self._session, X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._run(X)[0]

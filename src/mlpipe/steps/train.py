@@ -14,7 +14,7 @@ from mlpipe.config import Config, Range, TargetConfig
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.steps.features import make_pipeline
 from mlpipe.steps.threshold import inner, threshold_from_decisions
-from mlpipe.training import accelerate, search
+from mlpipe.training import accelerate, approx, search
 from mlpipe.training.plan import Plan, cap_folds, plan, time_stratified
 
 BASELINE = "baseline"
@@ -201,9 +201,9 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     group together) or None: then the folds are stratified by class. ``size_plan``: how it trains at this
     size (``training.plan``; default: the plan of these rows), recorded in its parameters as ``plan``."""
     spec, settings = KINDS[kind], config.model(kind)
-    size_plan = size_plan or plan(kind, len(y), settings)
-    settings = settings.model_copy(update={"strategy": size_plan.strategy})
     several = config.target.multiclass  # no decision threshold, no Platt scaling: binary only
+    size_plan = size_plan or plan(kind, len(y), settings, len(config.target.classes) if several else 2)
+    settings = settings.model_copy(update={"strategy": size_plan.strategy})
     fast = _onedal(kind, spec, settings.engine) and not several
     pipeline = make_pipeline(spec.make_fast() if fast else spec.make(), X, config.data.onehot_max)
     platt = spec.platt and not several
@@ -244,7 +244,10 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     if several and kind == "svm":  # the estimator's own class; its probabilities (the SVM: libsvm's, pairwise
         # coupling, which skl2onnx converts; asked for in the final fit only, as they cost libsvm five extra fits)
         pipeline.set_params(model__probability=True)
-    fitted = accelerate.as_registered(_final_fit(pipeline, X_fit, y_fit, ts_fit, config, kind))
+    if size_plan.approximate:  # the SVM above its budget: an SVC over landmarks (``training.approx``)
+        fitted, approximation = approx.fit(pipeline, X_fit, y_fit, settings.seed)
+    else:
+        fitted, approximation = accelerate.as_registered(_final_fit(pipeline, X_fit, y_fit, ts_fit, config, kind)), None
     if several:
         model, threshold = fitted, None
     elif platt:  # probabilities and threshold from the search's own out-of-fold decision values
@@ -255,6 +258,8 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     estimator = inner(model).named_steps["model"]
     params = {**{k: _plain(v) for k, v in estimator.get_params().items()}, **best, "decision_threshold": threshold,
               "engine": fitted_by, "plan": size_plan.describe(), "fit_rows": len(rows)}
+    if approximation:
+        params["approximation"] = approximation
     params.update(getattr(estimator, "distributed_fit_", {}))  # engine, workers and Ray nodes of a fit on Ray
     if hasattr(estimator, "n_iter_") and getattr(estimator, "max_iter", -1) not in (-1, None):
         params["converged"] = bool(np.max(estimator.n_iter_) < estimator.max_iter)

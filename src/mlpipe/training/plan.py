@@ -14,8 +14,10 @@ before it trains, printed by the run and kept with the registered version (``par
   0.7902 against the grid's 0.8215); its search is bounded by its sample size instead.
 - **final fit**: LightGBM (histograms, linear in the rows) on every row; the forest on every row, each tree on
   a bootstrap of at most ``FOREST_TREE_ROWS`` rows (``max_samples``); the kernel SVM, whose exact fit grows
-  with the square of the rows and whose answers cost a kernel sum per support vector, on every row up to its
-  ``max_rows`` (``SVM_MAX_ROWS`` by default) and above it on a time-stratified sample of that many rows.
+  with the square of the rows and whose answers cost a kernel sum per support vector, exact on every row up
+  to its ``max_rows`` (``SVM_MAX_ROWS`` by default), above it through a kernel approximation that is still an
+  SVC (``training.approx``: Nystroem landmarks, a linear SVM on a time-stratified sample); with several
+  classes, or ``models.svm.approximate = false``, on a time-stratified sample of ``max_rows`` rows instead.
 """
 
 from __future__ import annotations
@@ -52,11 +54,18 @@ class Plan:
     """Rows of the final fit, a time-stratified sample; None: all."""
     tree_rows: int | None = None
     """The forest: bootstrap rows per tree (``max_samples``); None: as configured."""
+    approximate: bool = False
+    """The SVM: fitted through a kernel approximation (``training.approx``) on ``fit_rows`` rows."""
 
     def describe(self) -> str:
         search = (f"{self.strategy} search on samples of {self.search_rows:,} rows per fold fit"
                   if self.search_rows else f"{self.strategy} search on every row")
-        if self.fit_rows:
+        if self.approximate:
+            from mlpipe.training import approx
+
+            fit = (f"final fit through a kernel approximation ({approx.LANDMARKS} landmarks) on a time-stratified "
+                   f"sample of {self.fit_rows:,} of {self.rows:,} rows")
+        elif self.fit_rows:
             fit = f"final fit on a time-stratified sample of {self.fit_rows:,} of {self.rows:,} rows"
         else:
             fit = f"final fit on all {self.rows:,} rows"
@@ -65,8 +74,9 @@ class Plan:
         return f"{search}; {fit}"
 
 
-def plan(kind: str, rows: int, settings: ModelConfig) -> Plan:
-    """The plan of ``kind`` on ``rows`` training rows under ``settings`` (``models.<kind>``)."""
+def plan(kind: str, rows: int, settings: ModelConfig, classes: int = 2) -> Plan:
+    """The plan of ``kind`` on ``rows`` training rows of ``classes`` classes under ``settings``
+    (``models.<kind>``)."""
     explicit = "strategy" in settings.model_fields_set
     strategy = settings.strategy if explicit or rows <= HALVING_ABOVE or kind == "svm" else "halving"
     budget = settings.max_rows if settings.max_rows is not None else SVM_MAX_ROWS if kind == "svm" else None
@@ -76,7 +86,12 @@ def plan(kind: str, rows: int, settings: ModelConfig) -> Plan:
     tree_rows = None
     if kind == "random_forest" and "max_samples" not in settings.params and rows > FOREST_TREE_ROWS:
         tree_rows = FOREST_TREE_ROWS
-    return Plan(kind, rows, strategy, search_cap if rows > search_cap else None, fit_rows, tree_rows)
+    approximate = kind == "svm" and fit_rows is not None and classes == 2 and settings.approximate
+    if approximate:
+        from mlpipe.training import approx
+
+        fit_rows = min(rows, approx.ROWS)
+    return Plan(kind, rows, strategy, search_cap if rows > search_cap else None, fit_rows, tree_rows, approximate)
 
 
 def time_stratified(idx: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
