@@ -107,8 +107,12 @@ def test_split_is_by_time_with_an_embargo():
     (lambda d: d.drop(columns="p"), r"missing column 'p'"),
     (lambda d: d.assign(p=["1000", "oops", "1001"]), r"column 'p' is not numeric .*'oops'"),
     (lambda d: d.assign(t=["2020-01-01", "yesterday", "2020-01-02"]), r"column 't': 1 timestamps do not parse"),
+    (lambda d: d.assign(t=["yesterday", "2020-01-01", "yesterday"]),  # parsed once per distinct value, counted by row
+     r"column 't': 2 timestamps do not parse \(first: 'yesterday'\)"),
+    (lambda d: d.assign(t=["2020-01-01T00:00+02:00", "2020-01-01T01:00", "2020-01-01T01:00"]),
+     r"mixed time zones: 1 timestamps carry a UTC offset and 2 do not"),
     (lambda d: d.iloc[0:0], r"no data rows"),
-], ids=["missing-column", "non-numeric", "bad-timestamp", "header-only"])
+], ids=["missing-column", "non-numeric", "bad-timestamp", "a-bad-timestamp-twice", "mixed-zones", "header-only"])
 def test_schema_errors_name_the_column(mutate, match):
     with pytest.raises(DataError, match=match):
         validate(mutate(frame([0, 1, 2], [0.0, 0.0, 0.0])), make_config(), "x.csv")
