@@ -47,8 +47,10 @@ def _run(config: Config, ws: Workspace, started: float) -> RunResult:
             faults.checkpoint("ingest.read")
             lanes.start_worker()
             clean, report = ingest.prepare(raw, config, source)
+            del raw  # the rows as read and as cleaned are not kept beside what follows (10 M rows: GBs)
             # 2. features, from each group's own past; then labels by timestamp and the split by time
             data = ingest.label_and_split(add_time_features(clean, config), config, report, source)
+            del clean
             config = ingest.settled(config, report)  # a target's classes, as found in the data
             faults.checkpoint("ingest.done")
         console.info(f"read {report.rows_read} rows from {source}")

@@ -279,21 +279,22 @@ def add_label(df: pd.DataFrame, config: Config, report: IngestReport, source: st
     independent rows the row's own. A target of several classes: the position of its value in
     ``target.classes`` (or in the sorted values the rows hold, recorded in ``report.classes``)."""
     target, ts = config.target, config.data.timestamp
-    if config.data.series:
+    if config.data.series:  # a merge of the keys alone: the rows' other columns are not copied
         keys = _keys(config)
         future = df[keys + [target.column]].rename(columns={target.column: "_future"})
         future[ts] = future[ts] - pd.Timedelta(seconds=target.horizon_seconds)
-        out = df.merge(future, on=keys, how="left", validate="one_to_one")
+        later = df[keys].merge(future, on=keys, how="left", validate="one_to_one")["_future"]
+        later.index = df.index
     else:  # the row's own target
-        out = df.assign(_future=df[target.column])
-    labelled = out["_future"].notna() & (out["_future"] != MISSING_CATEGORY if target.multiclass else True)
+        later = df[target.column]
+    labelled = later.notna() & (later != MISSING_CATEGORY if target.multiclass else True)
     report.unlabelled_dropped = int((~labelled).sum())
-    out = out[labelled].copy()
+    out, later = (df, later) if labelled.all() else (df[labelled], later[labelled])
     if target.multiclass:
-        out[LABEL] = _class_codes(out["_future"], config, report, source)
+        codes = _class_codes(later, config, report, source)
     else:
-        out[LABEL] = target.holds(out["_future"]).astype("int64")
-    out = out.drop(columns="_future").reset_index(drop=True)
+        codes = target.holds(later).to_numpy(dtype="int64")
+    out = out.assign(**{LABEL: codes}).reset_index(drop=True)
     report.rows_labelled = len(out)
     report.positive_rate = float(out[LABEL].mean()) if len(out) and not target.multiclass else 0.0
     return out
@@ -383,6 +384,9 @@ def _split_off_end(df: pd.DataFrame, config: Config, fraction: float,
         raise DataError(f"too few distinct timestamps ({len(times)}) to split off {what}")
     end_start = times[-n_end]
     horizon = pd.Timedelta(seconds=config.target.horizon_seconds)
+    if ts.is_monotonic_increasing:  # rows in time order (as ingest leaves them): slices, no copies
+        end, kept = int(ts.searchsorted(end_start)), int(ts.searchsorted(end_start - horizon))
+        return (df.iloc[:kept].reset_index(drop=True), df.iloc[end:].reset_index(drop=True), int(end - kept))
     is_end = ts >= end_start
     embargo = ~is_end & (ts + horizon >= end_start)
     return df[~is_end & ~embargo].reset_index(drop=True), df[is_end].reset_index(drop=True), int(embargo.sum())
