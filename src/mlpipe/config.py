@@ -234,7 +234,7 @@ class ModelConfig(_Strict):
     engine: Literal["auto", "sklearn", "onedal"] = "auto"
     """What fits the model: ``sklearn``; ``onedal`` (scikit-learn-intelex, ``mlpipe[fast]``: the SVM, or a forest
     of histogram-split trees); ``auto``: oneDAL where it fits the very same model (the SVM) and is installed,
-    else scikit-learn. An SVM with the linear kernel is fitted by libsvm either way (``accelerate.for_fit``).
+    else scikit-learn. A binary SVM with the linear kernel is fitted by liblinear either way (``accelerate.for_fit``).
     What is scored and registered is a scikit-learn model either way (``mlpipe.training.accelerate``)."""
     strategy: Literal["grid", "random", "tpe", "halving"] = "grid"
     """grid: every combination; random / tpe (Optuna): ``trials`` samples; halving: successive halving of the

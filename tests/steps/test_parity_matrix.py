@@ -92,8 +92,9 @@ def test_onnx_agrees_with_scikit_learn_on_every_test_label(ingested, data, featu
             X, y = feature_matrix(d.train, config), d.train[ingest.LABEL].to_numpy()
             trained = train.train_model(kind, X, y, d.train[config.data.timestamp], config)
             test_input = X_test
-            assert trained.params["engine"] == ("onedal" if engine == "auto" and kind == "svm" and
-                                                trained.params["kernel"] != "linear" else "sklearn")
+            linear = kind == "svm" and trained.params["kernel"] == "linear"  # liblinear's, either engine
+            assert trained.params["engine"] == ("liblinear" if linear else "onedal" if engine == "auto" and
+                                                kind == "svm" else "sklearn")
     onnx = package.to_onnx(trained, config)
     sk_labels, sk_proba = labels_and_proba(trained.model, test_input)
     parity = package.check_parity(kind, onnx, X_test, y_test, sk_labels, sk_proba,

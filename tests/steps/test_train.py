@@ -42,7 +42,7 @@ def test_search_covers_the_grid_and_refits_the_best():
     X = rng.normal(size=(300, 2)).astype(np.float32)
     y = (X[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
     trained = train_model("svm", X, y, hourly(300), config())
-    assert len(trained.cv_results) == 4  # kernel {linear, rbf} x C {1, 10}
+    assert len(trained.cv_results) == 6  # kernel {linear, rbf} x C {0.1, 1, 10}
     best = trained.cv_results.loc[trained.cv_results["cv_f1_macro_mean"].idxmax()]
     assert trained.params["kernel"] == best["kernel"] and trained.params["C"] == best["C"]
     from mlpipe.steps.threshold import inner, threshold_of
@@ -109,26 +109,35 @@ def test_accelerated_and_plain_svm_choose_alike_and_register_a_scikit_learn_svc(
     assert (fast.model.predict(X) == slow.model.predict(X)).mean() > 0.98
 
 
-def test_linear_svm_fits_stay_libsvms_where_onedal_is_asked_for():
-    """oneDAL solves the linear kernel far more slowly than libsvm: such a fit, in the search or the final
-    refit, is scikit-learn's SVC with the same parameters; other kernels stay oneDAL's."""
+def test_linear_svm_fits_are_liblinears_and_registered_as_one_support_vector():
+    """oneDAL and libsvm solve the linear kernel slowly: such a fit, in the search or the final refit, is
+    liblinear's (``accelerate.LiblinearSVC``) with the same parameters, registered as a plain SVC whose one
+    support vector is the weights; other kernels stay oneDAL's."""
     _require_sklearnex()
     from sklearn.svm import SVC
 
     from mlpipe.steps.features import make_pipeline
+    from mlpipe.steps.threshold import inner
     from mlpipe.training import accelerate
 
     linear = accelerate.for_fit(make_pipeline(accelerate.svc(kernel="linear", C=2.5, cache_size=300))).steps[-1][1]
-    assert type(linear) is SVC and (linear.kernel, linear.C, linear.cache_size) == ("linear", 2.5, 300)
+    assert type(linear) is accelerate.LiblinearSVC and (linear.kernel, linear.C, linear.cache_size) == ("linear", 2.5, 300)
     rbf = accelerate.for_fit(make_pipeline(accelerate.svc(kernel="rbf"))).steps[-1][1]
-    assert accelerate.engine(rbf) == "onedal" and accelerate.engine(linear) == "sklearn"
+    assert accelerate.engine(rbf) == "onedal" and accelerate.engine(linear) == "liblinear"
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(400, 2)).astype(np.float32)
     y = (X[:, 0] + 0.3 * rng.normal(size=400) > 0).astype(int)
-    for kernel, fitted_by in (("linear", "sklearn"), ("rbf", "onedal")):
+    for kernel, fitted_by in (("linear", "liblinear"), ("rbf", "onedal")):
         trained = train_model("svm", X, y, hourly(400), config(svm={"space": {"kernel": [kernel], "C": [1]}}))
         assert trained.params["engine"] == fitted_by
+        registered = inner(trained.model).named_steps["model"]
+        assert type(registered) is SVC
+        if kernel == "linear":  # its answers agree with libsvm's own linear SVM
+            assert registered.support_vectors_.shape[0] == 1
+            exact = make_pipeline(SVC(kernel="linear", C=1, class_weight="balanced"), X).fit(X, y)
+            assert (inner(trained.model).decision_function(X) > 0).mean() == pytest.approx(
+                (exact.decision_function(X) > 0).mean(), abs=0.01)
 
 
 def test_a_onedal_forest_is_scored_and_registered_as_its_scikit_learn_copy():

@@ -115,3 +115,24 @@ def test_the_approximation_is_exactly_an_svc_and_close_to_the_exact_kernel_svm()
     assert f1_approx > f1_exact - 0.03, (f1_approx, f1_exact)
     linear, _ = approx.fit(make_pipeline(SVC(C=1.0, kernel="linear"), X[train]), X[train], y[train])
     assert linear.named_steps["model"].support_vectors_.shape[0] == 1  # the weights: one support vector
+
+
+def test_the_final_fit_shows_its_progress_and_grows_the_same_forest():
+    """The forest grown ten trees at a time (its progress bar) is the forest grown at once."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mlpipe.steps.features import make_pipeline
+    from mlpipe.training import progress
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(500, 3)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int)
+    make = lambda: make_pipeline(RandomForestClassifier(n_estimators=25, max_depth=5, random_state=3,  # noqa: E731
+                                                        max_samples=0.5), X)
+    stepped, steps = make(), []
+    progress._forest(stepped, X, y, steps.append)
+    once = make().fit(X, y)
+    assert steps == [10, 20, 25]
+    model = stepped.named_steps["model"]
+    assert len(model.estimators_) == 25 and model.n_estimators == 25 and model.warm_start is False
+    assert np.array_equal(stepped.predict_proba(X), once.predict_proba(X))

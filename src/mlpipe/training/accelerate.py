@@ -8,7 +8,7 @@ and that copy is what is scored, thresholded, packaged as ONNX, checked and regi
 - an SVC: oneDAL solves the same problem as libsvm (in float32 when given float32, as the pipeline gives its
   model); the copy has the same support vectors, coefficients and intercept, checked to give the same decision
   values. oneDAL's own answers differ only by float32 rounding, so the search scores those (faster).
-  Except with the linear kernel, which oneDAL solves far more slowly than libsvm: those fits stay libsvm's
+  Except with the linear kernel, which oneDAL and libsvm solve slowly: those fits are liblinear's
   (``for_fit``).
 - a random forest: oneDAL grows its trees its own way (histogram splits on up to ``max_bins`` bins per
   feature); its trees are exported as scikit-learn trees and assembled into a scikit-learn forest. That forest
@@ -18,6 +18,7 @@ and that copy is what is scored, thresholded, packaged as ONNX, checked and regi
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 
@@ -45,26 +46,76 @@ def random_forest(**params):
     return RandomForestClassifier(**params)
 
 
-LIBSVM_KERNELS = ("linear",)
-"""Kernels whose SVC fits are libsvm's even where oneDAL is asked for. Measured on the Turku training rows,
-standardised (2 cores), libsvm against oneDAL: linear at C=1, 0.25 s against 3.4 s; at C=10, 0.46 s against
-40 s; on the 4x rows at C=1, 4.2 s against 30 s. For rbf, poly and sigmoid oneDAL was the faster: rbf at C=1,
-0.60 s against 0.45 s; at C=10 on the 4x rows, 13.6 s against 4.2 s."""
-
-
 def for_fit(pipeline):
-    """``pipeline`` with the estimator that fits it fastest: a oneDAL SVC set to a kernel in ``LIBSVM_KERNELS``
-    is replaced by scikit-learn's SVC with the same parameters."""
+    """``pipeline`` with the estimator that fits it fastest: an SVC (scikit-learn's or oneDAL's) with the linear
+    kernel is fitted by liblinear (``LiblinearSVC``)."""
     from sklearn.svm import SVC
 
     name, model = pipeline.steps[-1]
-    if isinstance(model, SVC) and type(model) is not SVC and model.kernel in LIBSVM_KERNELS:
-        pipeline.steps[-1] = (name, SVC(**_shared_params(model, SVC)))
+    liblinear = __getattr__("LiblinearSVC")
+    if isinstance(model, SVC) and not isinstance(model, liblinear) and model.kernel == "linear":
+        pipeline.steps[-1] = (name, liblinear(**_shared_params(model, SVC)))
     return pipeline
 
 
+def _liblinear_svc():
+    from sklearn.svm import SVC
+
+    class LiblinearSVC(SVC):
+        """A binary linear-kernel SVC fitted by liblinear (``LinearSVC``, hinge loss: libsvm's problem, with
+        the intercept regularized too), its weights the one support vector of the SVC it then is. libsvm and
+        oneDAL solve the linear kernel slowly: on the Turku book-scale rows (20,000 per fold fit) libsvm took
+        over 30 s at C=10, oneDAL 40 s at C=10 on the Turku rows; liblinear solves it in a fraction of a second,
+        and its SVC answers with one kernel term instead of one per support vector. Several classes stay
+        libsvm's (liblinear would fit one against the rest, not SVC's one against one)."""
+
+        def fit(self, X, y, sample_weight=None):
+            from sklearn.svm import LinearSVC
+
+            from mlpipe.training.approx import fitted_svc
+
+            if len(np.unique(y)) != 2 or sample_weight is not None:
+                return super().fit(X, y, sample_weight)
+            X = np.asarray(X, dtype=np.float64)
+            linear = liblinear_fit(LinearSVC(C=self.C, class_weight=self.class_weight, loss="hinge", dual=True,
+                                             max_iter=LIBLINEAR_MAX_ITER, random_state=self.random_state), X, y)
+            # liblinear's passes stopped at its cap: recorded as libsvm's cap, so "converged" reads false
+            n_iter = self.max_iter if linear.n_iter_ >= LIBLINEAR_MAX_ITER else linear.n_iter_
+            return fitted_svc(self, linear.coef_, np.ones(1), float(linear.intercept_[0]), 1.0 / X.shape[1],
+                              linear.classes_, n_iter, X.shape)
+
+    LiblinearSVC.__module__, LiblinearSVC.__qualname__ = __name__, "LiblinearSVC"  # pickled by name
+    return LiblinearSVC
+
+
+LIBLINEAR_MAX_ITER = 10_000
+"""liblinear's passes over the rows, at most."""
+
+_LIBLINEAR = threading.Lock()
+
+
+def liblinear_fit(model, X, y):
+    """``model.fit(X, y)`` for a liblinear model, one at a time in this process: liblinear draws from the C
+    library's one random generator, seeded at each fit, so two fits in threads at once took each other's
+    draws (the same search chose the same linear SVM with validation macro F1 0.5894 in one run, 0.5751 in
+    the next)."""
+    with _LIBLINEAR:
+        return model.fit(X, y)
+
+
+def __getattr__(name):  # LiblinearSVC is defined on first use: scikit-learn is imported lazily
+    if name == "LiblinearSVC":
+        if name not in globals():
+            globals()[name] = _liblinear_svc()
+        return globals()[name]
+    raise AttributeError(name)
+
+
 def engine(model) -> str:
-    """What fitted ``model``: "onedal" for scikit-learn-intelex's estimators, else "sklearn"."""
+    """What fitted ``model``: "onedal" for scikit-learn-intelex's estimators, "liblinear" for the linear
+    SVM's, else "sklearn"."""
+    if type(model).__name__ == "LiblinearSVC":
+        return "liblinear"
     return "onedal" if type(model).__module__.split(".")[0] in ("sklearnex", "daal4py", "onedal") else "sklearn"
 
 
@@ -92,6 +143,10 @@ def to_sklearn(model):
 
     if type(model) in (SVC, RandomForestClassifier):
         return model
+    if type(model).__name__ == "LiblinearSVC":  # scikit-learn's own state (or libsvm's, several classes)
+        plain = SVC()
+        plain.__dict__.update(model.__dict__)
+        return plain
     if isinstance(model, SVC):
         return _svc(model)
     if isinstance(model, RandomForestClassifier):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlpipe.training.accelerate import LIBLINEAR_MAX_ITER, liblinear_fit
 from mlpipe.training.plan import time_stratified
 
 LANDMARKS = 500
@@ -44,8 +45,8 @@ def fit(pipeline, X, y: np.ndarray, seed: int = 0):
                             n_components=min(LANDMARKS, len(Z)), random_state=seed)
         nystroem.fit(Z[time_stratified(np.arange(len(Z)), LANDMARKS, seed + 1)])
         landmarks, features, back = nystroem.components_, nystroem.transform(Z), nystroem.normalization_.T
-    linear = LinearSVC(C=svc.C, class_weight=svc.class_weight, loss="hinge", dual=True, max_iter=20_000,
-                       random_state=seed).fit(features, y)
+    linear = liblinear_fit(LinearSVC(C=svc.C, class_weight=svc.class_weight, loss="hinge", dual=True,
+                                     max_iter=LIBLINEAR_MAX_ITER, random_state=seed), features, y)
     w, b = linear.coef_.ravel(), float(linear.intercept_[0])
     if landmarks is None:  # x.w + b: a linear SVC with w as its one support vector
         vectors, alpha = w[None, :], np.ones(1)
@@ -60,7 +61,7 @@ def fit(pipeline, X, y: np.ndarray, seed: int = 0):
     pipeline.steps[-1] = (name, fitted)
     what = ("a linear SVM (liblinear)" if landmarks is None else
             f"Nystroem's {svc.kernel} approximation with {len(vectors)} landmarks, a linear SVM (liblinear)")
-    converged = int(np.max(linear.n_iter_)) < linear.max_iter
+    converged = int(np.max(linear.n_iter_)) < LIBLINEAR_MAX_ITER
     return pipeline, f"{what} on {len(y):,} rows{'' if converged else ' (not converged)'}"
 
 
@@ -75,28 +76,35 @@ def _gamma(svc, Z: np.ndarray) -> float:
 
 
 def _svc(template, vectors: np.ndarray, alpha: np.ndarray, b: float, gamma: float, linear, shape):
-    """A fitted scikit-learn SVC with these support vectors, coefficients and intercept (binary: decision
-    ``sum(alpha_i k(v_i, x)) + b``, positive for classes_[1]). libsvm keeps the opposite signs internally."""
+    """A fitted scikit-learn SVC with ``template``'s parameters and these support vectors, coefficients and
+    intercept (``fitted_svc``)."""
     from sklearn.svm import SVC
 
-    svc = SVC(**template.get_params())
+    return fitted_svc(SVC(**template.get_params()), vectors, alpha, b, gamma, linear.classes_, linear.n_iter_, shape)
+
+
+def fitted_svc(svc, vectors: np.ndarray, alpha: np.ndarray, b: float, gamma: float, classes: np.ndarray, n_iter,
+               shape):
+    """``svc`` (an unfitted SVC) given what scikit-learn's fit sets: these support vectors, coefficients and
+    intercept (binary: decision ``sum(alpha_i k(v_i, x)) + b``, positive for classes[1]; libsvm keeps the
+    opposite signs internally)."""
     m = len(vectors)
     svc._sparse = False
     svc.n_features_in_ = shape[1]
-    svc.classes_ = linear.classes_
-    svc.class_weight_ = np.ones(len(linear.classes_))
+    svc.classes_ = classes
+    svc.class_weight_ = np.ones(len(classes))
     svc._gamma = gamma
     svc.support_ = np.arange(m, dtype=np.int32)
     svc.support_vectors_ = np.ascontiguousarray(vectors, dtype=np.float64)
     svc._n_support = np.array([m - m // 2, m // 2], dtype=np.int32)
-    svc.dual_coef_ = alpha[None, :].astype(np.float64)
+    svc.dual_coef_ = np.asarray(alpha, dtype=np.float64)[None, :]
     svc.intercept_ = np.array([b])
     svc._dual_coef_ = -svc.dual_coef_
     svc._intercept_ = -svc.intercept_
     svc._probA, svc._probB = np.empty(0), np.empty(0)
     svc.fit_status_ = 0
     svc.shape_fit_ = shape
-    svc.n_iter_ = np.atleast_1d(np.asarray(linear.n_iter_, dtype=np.int32))
+    svc.n_iter_ = np.atleast_1d(np.asarray(n_iter, dtype=np.int32))
     svc._num_iter = svc.n_iter_
     svc._effective_probability = False
     return svc

@@ -29,6 +29,7 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(probability|probA_|probB_).*")
     # libsvm's iteration cap (see train._svm); the model's "converged" parameter records it instead
     warnings.filterwarnings("ignore", message=r"Solver terminated early")
+    warnings.filterwarnings("ignore", message=r"Liblinear failed to converge")  # likewise (accelerate.LiblinearSVC)
     # oneDAL's fits in the search's threads use all cores each, which is what we want
     warnings.filterwarnings("ignore", message=r"'Threading' parallel backend is not supported")
     # requests silences this as it imports urllib3, but a library's catch_warnings() in another of the run's
