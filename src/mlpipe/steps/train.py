@@ -240,6 +240,8 @@ def train_model(kind: str, X: np.ndarray, y: np.ndarray, ts: pd.Series | None, c
     final = {**best, **spec.final_params}
     if size_plan.tree_rows:
         final["max_samples"] = size_plan.tree_rows
+    if size_plan.all_cores:
+        final["n_jobs"] = -1
     pipeline.set_params(**{f"model__{k}": v for k, v in final.items()})
     pipeline = accelerate.for_fit(pipeline)
     fitted_by = accelerate.engine(pipeline.steps[-1][1])

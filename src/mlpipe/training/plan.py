@@ -38,6 +38,10 @@ SVM_MAX_ROWS = 50_000
 """The kernel SVM's default row budget (``models.svm.max_rows``): exact up to it, a sample of it above. Its
 exact fit grows with the square of the rows or worse (221,818 Turku rows: not done after 25 minutes), and every
 answer costs one kernel term per support vector (50,000 Turku rows: 7,025 of them)."""
+ALL_CORES_ABOVE = 1_000_000
+"""LightGBM's final fit runs on every core above this many rows (one core below: on the 47,155 book-scale
+training rows all cores made it 32 s instead of 5 s, its threads waiting on the run's checks beside it; on
+2,000,000 rows alone, two threads took 18.3 s against one's 35.0 s)."""
 FOREST_TREE_ROWS = 200_000
 """The forest's default bootstrap size per tree (``max_samples``) above this many rows."""
 
@@ -56,6 +60,8 @@ class Plan:
     """The forest: bootstrap rows per tree (``max_samples``); None: as configured."""
     approximate: bool = False
     """The SVM: fitted through a kernel approximation (``training.approx``) on ``fit_rows`` rows."""
+    all_cores: bool = False
+    """LightGBM: the final fit on every core."""
 
     def describe(self) -> str:
         search = (f"{self.strategy} search on samples of {self.search_rows:,} rows per fold fit"
@@ -71,6 +77,8 @@ class Plan:
             fit = f"final fit on all {self.rows:,} rows"
         if self.tree_rows:
             fit += f", {self.tree_rows:,} per tree"
+        if self.all_cores:
+            fit += ", on every core"
         return f"{search}; {fit}"
 
 
@@ -91,7 +99,9 @@ def plan(kind: str, rows: int, settings: ModelConfig, classes: int = 2) -> Plan:
         from mlpipe.training import approx
 
         fit_rows = min(rows, approx.ROWS)
-    return Plan(kind, rows, strategy, search_cap if rows > search_cap else None, fit_rows, tree_rows, approximate)
+    all_cores = kind == "lightgbm" and rows > ALL_CORES_ABOVE and "n_jobs" not in settings.params
+    return Plan(kind, rows, strategy, search_cap if rows > search_cap else None, fit_rows, tree_rows, approximate,
+                all_cores)
 
 
 def time_stratified(idx: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
