@@ -37,9 +37,10 @@ CONFIG = REPO / "configs" / "turku.toml"
 STEP = re.compile(r"✓ (.+?) \((\d+\.\d+) s\)")
 
 
-def _tree_pss(pid: int) -> int:
-    """Proportional set size of ``pid`` and every process below it (Linux: /proc): each shared page counted
-    once over the processes that share it, as resident memory summed would count it in each."""
+def _tree_pss(pid: int) -> dict[str, int]:
+    """Proportional set size of ``pid`` and every process below it (Linux: /proc), each shared page counted
+    once over the processes that share it (resident memory summed would count it in each): by role, the run
+    itself (``run``), its training worker (``worker``, its child) and the processes below that (``search``)."""
     parent = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -50,20 +51,21 @@ def _tree_pss(pid: int) -> int:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         parent[int(entry)] = int(fields["PPid"])
-    tree, grew = {pid}, True
-    while grew:
-        below = {p for p, pp in parent.items() if pp in tree} - tree
-        tree |= below
-        grew = bool(below)
-    total = 0
-    for p in tree:
+    role, frontier = {pid: "run"}, [pid]
+    while frontier:
+        below = [p for p, pp in parent.items() if pp in frontier and p not in role]
+        for p in below:
+            role[p] = "worker" if parent[p] == pid else "search"
+        frontier = below
+    out = {"run": 0, "worker": 0, "search": 0}
+    for p, r in role.items():
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
+                    out[r] += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return total
+    return out
 
 
 def run_once(source: Path, workspace: Path) -> dict:
@@ -72,11 +74,13 @@ def run_once(source: Path, workspace: Path) -> dict:
            "--workspace", str(workspace), "--json"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak, done = [0], threading.Event()
+    peak, done = {"total": 0}, threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_pss(proc.pid))
+            by_role = _tree_pss(proc.pid)
+            if sum(by_role.values()) > peak["total"]:
+                peak.update(total=sum(by_role.values()), at_s=time.perf_counter() - started, **by_role)
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -89,7 +93,8 @@ def run_once(source: Path, workspace: Path) -> dict:
         raise SystemExit(f"mlpipe run failed ({proc.returncode}) on {source}:\n{stderr[-4000:]}")
     result = json.loads(stdout)
     plans = dict(re.findall(r"· (svm|random_forest|lightgbm): (\w+ search .+)", stderr))
-    return {"wall_s": wall, "peak_pss_gb": peak[0] / 2**30, "steps_s": {m[1]: float(m[2]) for m in STEP.finditer(stderr)},
+    return {"wall_s": wall, "peak_pss_gb": peak["total"] / 2**30,
+            "peak": {k: v / 2**30 if k != "at_s" else v for k, v in peak.items() if k != "total"}, "steps_s": {m[1]: float(m[2]) for m in STEP.finditer(stderr)},
             "rows_read": result["ingest"]["rows_read"], "train_rows": result["ingest"]["train_rows"],
             "test_rows": result["ingest"]["test_rows"], "plans": plans,
             "f1": {m["kind"]: m["metrics"]["f1"] for m in result["models"]},
@@ -122,6 +127,11 @@ def report(results: list[dict], command: str) -> str:
                   f"the rows): {b['wall_s'] / a['wall_s']:.2f}x the wall time; per step: " + ", ".join(
                       f"{s} {b['steps_s'][s] / a['steps_s'][s]:.1f}x" for s in steps
                       if a["steps_s"].get(s) and b["steps_s"].get(s))]
+    lines += ["", "Where the peak memory was (GB PSS, by process; seconds after the run started):", ""]
+    for r in results:
+        p = r["peak"]
+        lines.append(f"- {r['rows_read']:,} rows: {r['peak_pss_gb']:.2f} GB at {p['at_s']:.0f} s: the run's own "
+                     f"process {p['run']:.2f}, the training worker {p['worker']:.2f}, search processes {p['search']:.2f}")
     lines += ["", "Plans the run printed (largest size):", ""]
     last = max(by_rows.values(), key=lambda r: r["rows_read"])
     lines += [f"- {k}: {v}" for k, v in last["plans"].items()]

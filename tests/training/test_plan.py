@@ -37,7 +37,7 @@ def test_large_data_gets_halving_bounded_searches_and_bounded_fits():
     assert lgbm.fit_rows is None and lgbm.tree_rows is None and lgbm.all_cores
     assert lgbm.describe().endswith("final fit on all 10,000,000 rows, on every core")
     assert not plan("lightgbm", 1_000_000, ModelConfig()).all_cores
-    assert svm.describe() == ("grid search on samples of 20,000 rows per fold fit; final fit through a kernel "
+    assert svm.describe() == ("grid search on samples of 15,000 rows per fold fit; final fit through a kernel "
                               "approximation (500 landmarks) on a time-stratified sample of 100,000 of 10,000,000 rows")
     assert exact.describe().endswith("final fit on a time-stratified sample of 50,000 of 10,000,000 rows")
     assert forest.describe().endswith("final fit on all 10,000,000 rows, 200,000 per tree")

@@ -14,7 +14,9 @@ IMPORTANCE_ROWS = 1000
 """Permutation importance uses at most this many test rows (a fixed random sample), so it stays quick: it costs
 one pass per feature and shuffle, and an SVM's ONNX graph (its kernel sum is not threaded) took 0.1 s per 2,000
 rows at 4,500 support vectors (the 4x Turku benchmark)."""
-IMPORTANCE_REPEATS = 5
+IMPORTANCE_REPEATS = 3
+"""Shuffles per feature. Three, not five: the book-scale SVM's importance (9,618 support vectors, 1,000 rows,
+23 features) took 6.6 s of a core beside the next model's training, the largest of its checks."""
 
 
 @dataclass(frozen=True)
