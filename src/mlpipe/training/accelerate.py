@@ -72,8 +72,6 @@ def _liblinear_svc():
         def fit(self, X, y, sample_weight=None):
             from sklearn.svm import LinearSVC
 
-            from mlpipe.training.approx import fitted_svc
-
             if len(np.unique(y)) != 2 or sample_weight is not None:
                 return super().fit(X, y, sample_weight)
             X = np.asarray(X, dtype=np.float64)
@@ -204,3 +202,30 @@ def _forest(model):
 def _shared_params(model, cls) -> dict:
     known = cls().get_params()
     return {k: v for k, v in model.get_params().items() if k in known}
+
+
+def fitted_svc(svc, vectors: np.ndarray, alpha: np.ndarray, b: float, gamma: float, classes: np.ndarray, n_iter,
+               shape):
+    """``svc`` (an unfitted SVC) given what scikit-learn's fit sets: these support vectors, coefficients and
+    intercept (binary: decision ``sum(alpha_i k(v_i, x)) + b``, positive for classes[1]; libsvm keeps the
+    opposite signs internally)."""
+    m = len(vectors)
+    svc._sparse = False
+    svc.n_features_in_ = shape[1]
+    svc.classes_ = classes
+    svc.class_weight_ = np.ones(len(classes))
+    svc._gamma = gamma
+    svc.support_ = np.arange(m, dtype=np.int32)
+    svc.support_vectors_ = np.ascontiguousarray(vectors, dtype=np.float64)
+    svc._n_support = np.array([m - m // 2, m // 2], dtype=np.int32)
+    svc.dual_coef_ = np.asarray(alpha, dtype=np.float64)[None, :]
+    svc.intercept_ = np.array([b])
+    svc._dual_coef_ = -svc.dual_coef_
+    svc._intercept_ = -svc.intercept_
+    svc._probA, svc._probB = np.empty(0), np.empty(0)
+    svc.fit_status_ = 0
+    svc.shape_fit_ = shape
+    svc.n_iter_ = np.atleast_1d(np.asarray(n_iter, dtype=np.int32))
+    svc._num_iter = svc.n_iter_
+    svc._effective_probability = False
+    return svc

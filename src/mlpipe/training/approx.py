@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpipe.training.accelerate import LIBLINEAR_MAX_ITER, liblinear_fit
+from mlpipe.training import accelerate
 from mlpipe.training.plan import time_stratified
 
 LANDMARKS = 500
@@ -36,33 +36,33 @@ def fit(pipeline, X, y: np.ndarray, seed: int = 0):
 
     name, svc = pipeline.steps[-1]
     svc = SVC(**{k: v for k, v in svc.get_params().items() if k in SVC().get_params()})
+    if svc.kernel == "linear":  # no landmarks needed: liblinear's weights are the one support vector
+        pipeline.steps[-1] = (name, accelerate.LiblinearSVC(**svc.get_params()))
+        fitted = accelerate.as_registered(pipeline.fit(X, y)).steps[-1][1]
+        converged = int(fitted.n_iter_[0]) < svc.max_iter
+        return pipeline, f"a linear SVM (liblinear) on {len(y):,} rows{'' if converged else ' (not converged)'}"
     Z = np.asarray(pipeline[:-1].fit_transform(X, y), dtype=np.float64)
     gamma = _gamma(svc, Z)
-    if svc.kernel == "linear":
-        landmarks, features, back = None, Z, None
-    else:
-        nystroem = Nystroem(kernel=svc.kernel, gamma=gamma, degree=svc.degree, coef0=svc.coef0,
-                            n_components=min(LANDMARKS, len(Z)), random_state=seed)
-        nystroem.fit(Z[time_stratified(np.arange(len(Z)), LANDMARKS, seed + 1)])
-        landmarks, features, back = nystroem.components_, nystroem.transform(Z), nystroem.normalization_.T
-    linear = liblinear_fit(LinearSVC(C=svc.C, class_weight=svc.class_weight, loss="hinge", dual=True,
-                                     max_iter=LIBLINEAR_MAX_ITER, random_state=seed), features, y)
-    w, b = linear.coef_.ravel(), float(linear.intercept_[0])
-    if landmarks is None:  # x.w + b: a linear SVC with w as its one support vector
-        vectors, alpha = w[None, :], np.ones(1)
-    else:  # k(x) N^T w + b: an SVC over the landmarks with coefficients N^T w
-        vectors, alpha = landmarks, back @ w
-    fitted = _svc(svc, vectors, alpha, b, gamma, linear, Z.shape)
+    nystroem = Nystroem(kernel=svc.kernel, gamma=gamma, degree=svc.degree, coef0=svc.coef0,
+                        n_components=min(LANDMARKS, len(Z)), random_state=seed)
+    nystroem.fit(Z[time_stratified(np.arange(len(Z)), LANDMARKS, seed + 1)])
+    features = nystroem.transform(Z)
+    linear = accelerate.liblinear_fit(LinearSVC(C=svc.C, class_weight=svc.class_weight, loss="hinge", dual=True,
+                                                max_iter=accelerate.LIBLINEAR_MAX_ITER, random_state=seed),
+                                      features, y)
+    # k(x) N^T w + b: an SVC over the landmarks with coefficients N^T w
+    alpha = nystroem.normalization_.T @ linear.coef_.ravel()
+    fitted = accelerate.fitted_svc(SVC(**svc.get_params()), nystroem.components_, alpha,
+                                   float(linear.intercept_[0]), gamma, linear.classes_, linear.n_iter_, Z.shape)
     probe = Z[: min(256, len(Z))]
     expected = linear.decision_function(features[: len(probe)])
     got = fitted.decision_function(probe)
     if not np.allclose(got, expected, rtol=1e-6, atol=1e-6 * (1 + np.abs(expected).max())):
         raise RuntimeError(f"the approximate SVM and its SVC disagree: decision value {got[0]:.6g} vs {expected[0]:.6g}")
     pipeline.steps[-1] = (name, fitted)
-    what = ("a linear SVM (liblinear)" if landmarks is None else
-            f"Nystroem's {svc.kernel} approximation with {len(vectors)} landmarks, a linear SVM (liblinear)")
-    converged = int(np.max(linear.n_iter_)) < LIBLINEAR_MAX_ITER
-    return pipeline, f"{what} on {len(y):,} rows{'' if converged else ' (not converged)'}"
+    converged = int(np.max(linear.n_iter_)) < accelerate.LIBLINEAR_MAX_ITER
+    return pipeline, (f"Nystroem's {svc.kernel} approximation with {len(alpha)} landmarks, a linear SVM (liblinear) "
+                      f"on {len(y):,} rows{'' if converged else ' (not converged)'}")
 
 
 def _gamma(svc, Z: np.ndarray) -> float:
@@ -73,38 +73,3 @@ def _gamma(svc, Z: np.ndarray) -> float:
     if svc.gamma == "auto":
         return 1.0 / Z.shape[1]
     return float(svc.gamma)
-
-
-def _svc(template, vectors: np.ndarray, alpha: np.ndarray, b: float, gamma: float, linear, shape):
-    """A fitted scikit-learn SVC with ``template``'s parameters and these support vectors, coefficients and
-    intercept (``fitted_svc``)."""
-    from sklearn.svm import SVC
-
-    return fitted_svc(SVC(**template.get_params()), vectors, alpha, b, gamma, linear.classes_, linear.n_iter_, shape)
-
-
-def fitted_svc(svc, vectors: np.ndarray, alpha: np.ndarray, b: float, gamma: float, classes: np.ndarray, n_iter,
-               shape):
-    """``svc`` (an unfitted SVC) given what scikit-learn's fit sets: these support vectors, coefficients and
-    intercept (binary: decision ``sum(alpha_i k(v_i, x)) + b``, positive for classes[1]; libsvm keeps the
-    opposite signs internally)."""
-    m = len(vectors)
-    svc._sparse = False
-    svc.n_features_in_ = shape[1]
-    svc.classes_ = classes
-    svc.class_weight_ = np.ones(len(classes))
-    svc._gamma = gamma
-    svc.support_ = np.arange(m, dtype=np.int32)
-    svc.support_vectors_ = np.ascontiguousarray(vectors, dtype=np.float64)
-    svc._n_support = np.array([m - m // 2, m // 2], dtype=np.int32)
-    svc.dual_coef_ = np.asarray(alpha, dtype=np.float64)[None, :]
-    svc.intercept_ = np.array([b])
-    svc._dual_coef_ = -svc.dual_coef_
-    svc._intercept_ = -svc.intercept_
-    svc._probA, svc._probB = np.empty(0), np.empty(0)
-    svc.fit_status_ = 0
-    svc.shape_fit_ = shape
-    svc.n_iter_ = np.atleast_1d(np.asarray(n_iter, dtype=np.int32))
-    svc._num_iter = svc.n_iter_
-    svc._effective_probability = False
-    return svc
